@@ -1,0 +1,135 @@
+"""Contract tests run over the whole registry (timm-style).
+
+For every registered model: the trainable parameter count equals the canonical
+implementation's; a training forward/backward at the model's minimum input
+size gives finite logits of the right shape and a finite, non-zero gradient
+for every parameter; eval and bf16 forwards are finite; bad inputs raise a
+ValueError naming the expected shape; pooled features are available.
+
+Counts and error checks use `jax.eval_shape` (no compute). The compiled
+passes are the slow part of the suite on CPU; they are marked `slow` for the
+big families, and CI runs them all.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zoo
+import zoo.counting
+from zoo import registry
+
+ALL_MODELS = zoo.list_models(include_test_only=True)
+# Models whose compiled passes take more than a few seconds on a 2-core CPU.
+LARGE_PARAMS = 30_000_000
+
+
+def _is_large(name: str) -> bool:
+    entry = registry.get_entry(name)
+    return entry.reference_params is not None and entry.reference_params > LARGE_PARAMS
+
+
+def _params(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if _is_large(n) else n for n in names]
+
+
+def _small_input(name: str, batch: int = 2) -> jax.ShapeDtypeStruct:
+    model = zoo.create_model(name)
+    size = model.min_input_size
+    return jax.ShapeDtypeStruct((batch, size, size, model.in_channels), jnp.float32)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_param_count_matches_reference(name):
+    entry = registry.get_entry(name)
+    if entry.test_only:
+        assert entry.reference_params is None
+        return
+    assert entry.reference_params is not None, f"{name} has no reference count"
+    model = zoo.create_model(name)
+    shape = registry.input_shape(name)
+    variables = registry.init_shapes(model, shape)
+    assert zoo.counting.count_params(variables["params"]) == entry.reference_params
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_bad_inputs_raise_value_error_naming_expected_shape(name):
+    model = zoo.create_model(name)
+    size, channels = model.min_input_size, model.in_channels
+    good = registry.init_shapes(model, (1, size, size, channels))
+    bad_shapes = {
+        "rank": (size, size, channels),
+        "channels": (1, size, size, channels + 2),
+        "at least": (1, size - 1, size, channels),
+    }
+    for what, shape in bad_shapes.items():
+        x = jax.ShapeDtypeStruct(shape, jnp.float32)
+        with pytest.raises(ValueError, match=what) as info:
+            jax.eval_shape(lambda v, x: model.apply(v, x, train=False), good, x)
+        assert "NHWC" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_features_and_num_classes(name):
+    model = zoo.create_model(name, num_classes=5)
+    x = _small_input(name)
+    variables = registry.init_shapes(model, x.shape)
+    logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    assert logits.shape == (2, 5) and logits.dtype == jnp.float32
+    features = jax.eval_shape(
+        lambda v, x: model.apply(v, x, train=False, return_features=True), variables, x)
+    assert features.ndim == 2 and features.shape[0] == 2
+
+
+def _init(model, shape):
+    x = jnp.ones(shape, jnp.float32)
+    return jax.jit(lambda k: model.init({"params": k, "dropout": k}, x, train=False))(
+        jax.random.key(0))
+
+
+@pytest.mark.parametrize("name", _params(ALL_MODELS))
+def test_train_forward_backward_every_param_gets_a_gradient(name):
+    model = zoo.create_model(name, num_classes=3)
+    shape = _small_input(name).shape
+    variables = _init(model, shape)
+    images = jax.random.normal(jax.random.key(1), shape)
+
+    @jax.jit
+    def loss_and_grad(params):
+        def loss_fn(params):
+            logits, _ = model.apply(
+                {**variables, "params": params}, images, train=True,
+                mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)})
+            # A loss that depends on every logit with different weights.
+            return jnp.sum(logits * jnp.arange(1, logits.size + 1).reshape(logits.shape)), logits
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    (loss, logits), grads = loss_and_grad(variables["params"])
+    assert logits.shape == (2, 3)
+    assert np.isfinite(float(loss))
+    no_gradient = []
+    for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+        grad = np.asarray(grad)
+        assert np.all(np.isfinite(grad)), f"non-finite gradient at {jax.tree_util.keystr(path)}"
+        if not np.any(grad):
+            no_gradient.append(jax.tree_util.keystr(path))
+    assert not no_gradient, f"parameters with an all-zero gradient: {no_gradient}"
+
+
+@pytest.mark.parametrize("name", _params(ALL_MODELS))
+def test_eval_forward_float32_and_bfloat16(name):
+    shape = _small_input(name).shape
+    images = jax.random.normal(jax.random.key(1), shape)
+    f32 = zoo.create_model(name, num_classes=3)
+    bf16 = zoo.create_model(name, num_classes=3, dtype=jnp.bfloat16)
+    variables = _init(f32, shape)
+    out32 = jax.jit(lambda v, x: f32.apply(v, x, train=False))(variables, images)
+    out16 = jax.jit(lambda v, x: bf16.apply(v, x, train=False))(variables, images)
+    assert out32.shape == out16.shape == (2, 3)
+    assert out16.dtype == jnp.float32, "logits are returned in float32 whatever the dtype"
+    assert np.all(np.isfinite(np.asarray(out32))) and np.all(np.isfinite(np.asarray(out16)))
+    # bf16 params stay float32: mixed precision keeps the master copy exact.
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))

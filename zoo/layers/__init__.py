@@ -1,0 +1,7 @@
+"""Small single-topic blocks shared by the model families.
+
+Import from the submodule that defines a block, e.g.
+`from zoo.layers.conv_bn_act import ConvBNAct`. One topic per file:
+conv_bn_act, validation, make_divisible, drop_path, pooling, squeeze_excite,
+mlp, attention, layer_scale.
+"""
