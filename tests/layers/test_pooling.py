@@ -1,0 +1,107 @@
+"""Pooling helpers against straightforward numpy loops written from PyTorch's docs."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zoo.layers.pooling import adaptive_avg_pool, global_avg_pool, max_pool_ceil
+
+
+def reference_adaptive_avg_pool(x, out_h, out_w):
+    batch, height, width, channels = x.shape
+    y = np.zeros((batch, out_h, out_w, channels), np.float64)
+    for i in range(out_h):
+        h0, h1 = math.floor(i * height / out_h), math.ceil((i + 1) * height / out_h)
+        for j in range(out_w):
+            w0, w1 = math.floor(j * width / out_w), math.ceil((j + 1) * width / out_w)
+            y[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
+    return y
+
+
+def reference_max_pool_ceil(x, k, s, p):
+    batch, height, width, channels = x.shape
+
+    def out_size(n):
+        out = math.ceil((n + 2 * p - k) / s) + 1
+        return out - 1 if (out - 1) * s >= n + p else out
+
+    y = np.zeros((batch, out_size(height), out_size(width), channels), x.dtype)
+    for i in range(y.shape[1]):
+        h0, h1 = max(i * s - p, 0), min(i * s - p + k, height)
+        for j in range(y.shape[2]):
+            w0, w1 = max(j * s - p, 0), min(j * s - p + k, width)
+            y[:, i, j] = x[:, h0:h1, w0:w1].max(axis=(1, 2))
+    return y
+
+
+@pytest.mark.parametrize("size,out", [
+    ((8, 8), (4, 4)),    # multiple: fast path
+    ((6, 6), (6, 6)),    # identity
+    ((7, 5), (3, 2)),    # overlapping windows of unequal size
+    ((13, 13), (6, 6)),  # AlexNet's pool at 241-pixel input
+    ((1, 1), (7, 7)),    # VGG at its minimum size: the pixel is repeated
+    ((3, 10), (7, 4)),   # upsampling on one axis, pooling on the other
+])
+def test_adaptive_avg_pool_matches_reference(size, out):
+    x = np.random.default_rng(0).normal(size=(2, *size, 3)).astype(np.float32)
+    y = adaptive_avg_pool(jnp.asarray(x), out)
+    assert y.shape == (2, *out, 3)
+    np.testing.assert_allclose(np.asarray(y), reference_adaptive_avg_pool(x, *out),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_adaptive_avg_pool_is_differentiable_on_the_general_path():
+    x = jnp.arange(2 * 5 * 5 * 1, dtype=jnp.float32).reshape(2, 5, 5, 1)
+    grad = jax.grad(lambda x: adaptive_avg_pool(x, 3).sum())(x)
+    # Each pixel contributes 1/len(window) to every window that holds it.
+    rows = np.array([1 / 2, 1 / 2 + 1 / 3, 1 / 3, 1 / 3 + 1 / 2, 1 / 2])
+    np.testing.assert_allclose(np.asarray(grad)[0, :, :, 0], np.outer(rows, rows), rtol=1e-6)
+
+
+def test_global_avg_pool():
+    x = np.random.default_rng(1).normal(size=(2, 3, 5, 4)).astype(np.float32)
+    y = global_avg_pool(jnp.asarray(x))
+    assert y.shape == (2, 4)
+    np.testing.assert_allclose(np.asarray(y), x.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size,k,s,p", [
+    (112, 3, 2, 0),  # GoogLeNet's pools: 112 -> 56 (floor mode would give 55)
+    (14, 2, 2, 0),   # exact fit: same as floor mode
+    (7, 3, 2, 0),
+    (8, 3, 2, 1),    # the last window would start in the right padding: dropped
+    (28, 3, 1, 1),
+    (5, 2, 3, 0),    # window smaller than stride: trailing pixel in no window
+    (1, 1, 1, 0),
+])
+def test_max_pool_ceil_matches_reference(size, k, s, p):
+    x = np.random.default_rng(2).normal(size=(2, size, size + 1, 3)).astype(np.float32)
+    y = max_pool_ceil(jnp.asarray(x), k, s, p)
+    np.testing.assert_array_equal(np.asarray(y), reference_max_pool_ceil(x, k, s, p))
+
+
+def test_max_pool_ceil_padding_never_wins_for_negative_inputs():
+    x = -jnp.ones((1, 4, 4, 1))
+    assert float(max_pool_ceil(x, 3, 2, 1).max()) == -1.0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"window": 3, "stride": 2, "padding": 2}, "padding <= window // 2"),
+    ({"window": 0, "stride": 2}, "window >= 1"),
+    ({"window": 9, "stride": 1}, "smaller than the 9-pixel window"),
+])
+def test_max_pool_ceil_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        max_pool_ceil(jnp.ones((1, 4, 4, 1)), **kwargs)
+
+
+def test_bad_shapes_and_sizes_raise():
+    with pytest.raises(ValueError, match="NHWC"):
+        adaptive_avg_pool(jnp.ones((4, 4, 1)), 2)
+    with pytest.raises(ValueError, match="output_size must be >= 1"):
+        adaptive_avg_pool(jnp.ones((1, 4, 4, 1)), (0, 2))
+    with pytest.raises(ValueError, match="NHWC"):
+        global_avg_pool(jnp.ones((4, 4)))
