@@ -1,0 +1,86 @@
+"""Multi-head self-attention (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762).
+
+One fused `qkv` projection (D -> 3D) and an output projection `proj` (D -> D).
+The qkv output is laid out [3, heads, head_dim] (q, k, v blocks, each split by
+head), the layout of timm's `Attention.qkv` and of torchvision's
+`nn.MultiheadAttention.in_proj_weight`, so their weights import one to one
+(transposed). Logits and softmax are computed in float32 whatever the
+computation dtype, so bfloat16 training stays stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoo.layers.mlp import dense_kernel_init
+
+
+def attention_with_dropout(
+    query: jax.Array, key: jax.Array, value: jax.Array, dropout: Callable[[jax.Array], jax.Array]
+) -> jax.Array:
+    """Scaled dot-product attention with `dropout` applied to the probabilities.
+
+    The same math as `jax.nn.dot_product_attention` (which has no dropout):
+    query, key, value: [batch, tokens, heads, head_dim] -> [batch, tokens, heads, head_dim].
+    """
+    scale = query.shape[-1] ** -0.5
+    logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
+    probs = jax.nn.softmax(logits.astype(jnp.float32) * scale, axis=-1)
+    probs = dropout(probs).astype(value.dtype)
+    return jnp.einsum("bnts,bsnh->btnh", probs, value)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Self-attention over the tokens of each example.
+
+    Attributes:
+      num_heads: number of heads; must divide the model width D.
+      qkv_bias: bias on the qkv projection (timm's `qkv_bias`).
+      attn_drop_rate: dropout on the attention probabilities, only when training.
+      proj_drop_rate: dropout after the output projection, only when training.
+      kernel_init: initialiser of both projection kernels (biases start at zero).
+    """
+
+    num_heads: int
+    qkv_bias: bool = True
+    attn_drop_rate: float = 0.0
+    proj_drop_rate: float = 0.0
+    kernel_init: Callable[..., Any] = dense_kernel_init
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """x: [batch, tokens, D] -> [batch, tokens, D]."""
+        if x.ndim != 3:
+            raise ValueError(
+                f"MultiHeadSelfAttention expects [batch, tokens, features], got shape {x.shape}")
+        batch, tokens, width = x.shape
+        if self.num_heads <= 0 or width % self.num_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} must be positive and divide the width {width}")
+        for what, rate in (("attn_drop_rate", self.attn_drop_rate),
+                           ("proj_drop_rate", self.proj_drop_rate)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{what} must be in [0, 1), got {rate}")
+        head_dim = width // self.num_heads
+        dense = lambda features, use_bias, name: nn.Dense(  # noqa: E731
+            features, use_bias=use_bias, kernel_init=self.kernel_init, dtype=self.dtype,
+            param_dtype=self.param_dtype, name=name)
+        qkv = dense(3 * width, self.qkv_bias, "qkv")(x)
+        qkv = qkv.reshape(batch, tokens, 3, self.num_heads, head_dim)
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if train and self.attn_drop_rate > 0.0:
+            dropout = nn.Dropout(self.attn_drop_rate, deterministic=False)
+            out = attention_with_dropout(query, key, value, dropout)
+        else:
+            # XLA's implementation also keeps logits and softmax in float32.
+            out = jax.nn.dot_product_attention(query, key, value)
+        out = out.reshape(batch, tokens, width)
+        out = dense(width, True, "proj")(out)
+        return nn.Dropout(self.proj_drop_rate, deterministic=not train)(out)
