@@ -1,0 +1,40 @@
+"""The environment a benchmark ran in, recorded with every row (no hostname)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import platform
+from typing import Any
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def environment() -> dict[str, Any]:
+    """Backend, device kind and count, library versions and XLA_FLAGS.
+
+    Keys: backend, device_kind, num_devices, jax_version, jaxlib_version,
+    flax_version, optax_version, python_version, xla_flags. Nothing that names
+    the machine (hostname, user, paths) is recorded.
+    """
+    import jax
+
+    device = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "num_devices": jax.device_count(),
+        "jax_version": jax.__version__,
+        "jaxlib_version": _version("jaxlib"),
+        "flax_version": _version("flax"),
+        "optax_version": _version("optax"),
+        "python_version": platform.python_version(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }

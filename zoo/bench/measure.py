@@ -1,0 +1,226 @@
+"""Measuring one configuration: the inference forward or the engine's train step.
+
+Both paths follow the same protocol (see `zoo.bench.timing`): lower and compile
+timed on their own, `warmup` untimed steps, `steps` timed steps each ended by
+`block_until_ready`, inputs rotated among `num_buffers` device batches.
+Inputs are float32 images (as the data pipeline delivers them); the model casts
+to its computation dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+from zoo.bench.timing import flops_from_cost_analysis, summarize, time_steps, timed
+
+if TYPE_CHECKING:
+    from zoo.bench.runner import BenchConfig
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class Measurement(NamedTuple):
+    """What one configuration measured.
+
+    flops_per_device_step: XLA's cost-analysis FLOPs of one step on one device
+    (under jit-with-sharding and pmap XLA reports the per-device program).
+    compiled_memory: per-device sizes from `compiled.memory_analysis()`.
+    device_peak_bytes: the backend's peak_bytes_in_use (None on CPU).
+    """
+
+    params: int
+    macs_per_image: int
+    devices_used: int
+    lower_s: float
+    compile_s: float
+    flops_per_device_step: float | None
+    samples_s: list[float]
+    compiled_memory: dict[str, int] | None
+    device_peak_bytes: int | None
+
+
+@functools.cache
+def _macs_per_image(model_name: str, image_size: int) -> int:
+    from zoo.counting import count_macs
+    from zoo.registry import create_model, init_shapes
+
+    model = create_model(model_name)
+    shape = (1, image_size, image_size, model.in_channels)
+    variables = init_shapes(model, shape)
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    return count_macs(lambda v, images: model.apply(v, images, train=False), variables, x)
+
+
+def _devices(config: BenchConfig) -> list[jax.Device]:
+    return [jax.devices()[0]] if config.parallel == "single" else list(jax.devices())
+
+
+def _random_images(config: BenchConfig, in_channels: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = (config.batch_size, config.image_size, config.image_size, in_channels)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def _compiled_memory(compiled: Any) -> dict[str, int] | None:
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - some backends do not implement it
+        return None
+    if stats is None:
+        return None
+    argument = int(stats.argument_size_in_bytes)
+    output = int(stats.output_size_in_bytes)
+    alias = int(stats.alias_size_in_bytes)
+    temp = int(stats.temp_size_in_bytes)
+    code = int(stats.generated_code_size_in_bytes)
+    return {"argument": argument, "output": output, "alias": alias, "temp": temp,
+            "code": code, "total": argument + output - alias + temp + code}
+
+
+def _device_peak_bytes(devices: list[jax.Device]) -> int | None:
+    peaks = []
+    for device in devices:
+        stats = device.memory_stats()
+        if stats and "peak_bytes_in_use" in stats:
+            peaks.append(int(stats["peak_bytes_in_use"]))
+    return max(peaks) if peaks else None
+
+
+def _measure_infer(config: BenchConfig) -> Measurement:
+    from zoo.counting import count_params
+    from zoo.registry import create_model
+
+    model = create_model(config.model, dtype=COMPUTE_DTYPES[config.dtype])
+    devices = _devices(config)
+    n = len(devices)
+    mesh = jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    one = jnp.zeros((1, config.image_size, config.image_size, model.in_channels), jnp.float32)
+    init = jax.jit(functools.partial(model.init, train=False), out_shardings=replicated)
+    variables = init(jax.random.key(0), one)
+
+    def forward(variables: Any, images: jax.Array) -> jax.Array:
+        return model.apply(variables, images, train=False)
+
+    images = []
+    for seed in range(config.num_buffers):
+        batch = _random_images(config, model.in_channels, seed)
+        if config.parallel == "pmap":
+            batch = batch.reshape(n, config.batch_size // n, *batch.shape[1:])
+        images.append(jax.device_put(batch, batch_sharding))
+    if config.parallel == "pmap":
+        function = jax.pmap(forward, in_axes=(None, 0), devices=devices)
+    else:
+        function = jax.jit(forward)
+    lowered, lower_s = timed(lambda: function.lower(variables, images[0]))
+    compiled, compile_s = timed(lowered.compile)
+    samples = time_steps(lambda x: compiled(variables, x), images,
+                         warmup=config.warmup, steps=config.steps)
+    return Measurement(
+        params=count_params(variables["params"]),
+        macs_per_image=_macs_per_image(config.model, config.image_size),
+        devices_used=n,
+        lower_s=lower_s,
+        compile_s=compile_s,
+        flops_per_device_step=flops_from_cost_analysis(compiled.cost_analysis()),
+        samples_s=samples,
+        compiled_memory=_compiled_memory(compiled),
+        device_peak_bytes=_device_peak_bytes(devices),
+    )
+
+
+def _measure_train(config: BenchConfig) -> Measurement:
+    from zoo.counting import count_params
+    from zoo.registry import create_model
+    from zoo.train import setup_training
+    from zoo.train.config import OptimizerConfig, ScheduleConfig
+    from zoo.train.optim import create_optimizer
+
+    model = create_model(config.model, dtype=COMPUTE_DTYPES[config.dtype])
+    devices = _devices(config)
+    tx = create_optimizer(OptimizerConfig(name=config.optimizer),  # type: ignore[arg-type]
+                          ScheduleConfig(name="constant"), total_steps=1, warmup_steps=0).tx
+    shape = (config.batch_size, config.image_size, config.image_size, model.in_channels)
+    trainer = setup_training(model, tx, input_shape=shape,
+                             parallel="pmap" if config.parallel == "pmap" else "jit",
+                             devices=devices, seed=0)
+    num_classes = max(1, int(getattr(model, "num_classes", 1)))
+    batches = []
+    for seed in range(config.num_buffers):
+        labels = np.random.default_rng(seed).integers(0, num_classes, config.batch_size)
+        batches.append(trainer.put_batch({
+            "image": _random_images(config, model.in_channels, seed),
+            "label": labels.astype(np.int32),
+            "mask": np.ones((config.batch_size,), np.float32),
+        }))
+    params = count_params(trainer.state.params)
+    lowered, lower_s = timed(lambda: trainer.lower_train_step(trainer.state, batches[0]))
+    compiled, compile_s = timed(lowered.compile)
+    state = trainer.state
+
+    def step(batch: Any) -> Any:
+        # The state is donated: each step consumes the previous step's state.
+        nonlocal state
+        state, metrics = compiled(state, batch)
+        return state, metrics
+
+    samples = time_steps(step, batches, warmup=config.warmup, steps=config.steps)
+    return Measurement(
+        params=params,
+        macs_per_image=_macs_per_image(config.model, config.image_size),
+        devices_used=len(devices),
+        lower_s=lower_s,
+        compile_s=compile_s,
+        flops_per_device_step=flops_from_cost_analysis(compiled.cost_analysis()),
+        samples_s=samples,
+        compiled_memory=_compiled_memory(compiled),
+        device_peak_bytes=_device_peak_bytes(devices),
+    )
+
+
+def measure(config: BenchConfig) -> Measurement:
+    """Builds, compiles and times `config`; errors (incl. out of memory) propagate."""
+    if config.mode == "infer":
+        return _measure_infer(config)
+    if config.mode == "train":
+        return _measure_train(config)
+    raise ValueError(f"mode must be 'infer' or 'train', got {config.mode!r}")
+
+
+def fill_row(row: dict[str, Any], result: Measurement) -> None:
+    """Writes `result` and the numbers derived from it into `row` (status "ok")."""
+    stats = summarize(result.samples_s)
+    batch = row["batch_size"]
+    per_device_batch = batch / result.devices_used
+    row.update(
+        status="ok",
+        params=result.params,
+        macs_per_image=result.macs_per_image,
+        num_devices_used=result.devices_used,
+        lower_s=result.lower_s,
+        compile_s=result.compile_s,
+        step_ms_mean=stats.mean_ms, step_ms_std=stats.std_ms,
+        step_ms_p50=stats.p50_ms, step_ms_p90=stats.p90_ms, step_ms_p99=stats.p99_ms,
+        step_ms_min=stats.min_ms, step_ms_max=stats.max_ms,
+        images_per_s=batch / (stats.mean_ms / 1e3),
+        step_ms_samples=[s * 1e3 for s in result.samples_s],
+        device_peak_bytes=result.device_peak_bytes,
+    )
+    if result.compiled_memory is not None:
+        row["compiled_total_bytes"] = result.compiled_memory["total"]
+        row["compiled_temp_bytes"] = result.compiled_memory["temp"]
+        row["compiled_argument_bytes"] = result.compiled_memory["argument"]
+    if result.flops_per_device_step is not None:
+        row["flops_per_image"] = result.flops_per_device_step / per_device_batch
+        total_flops = result.flops_per_device_step * result.devices_used
+        row["achieved_tflops"] = total_flops / (stats.mean_ms / 1e3) / 1e12
+        peak = row["peak_tflops_per_device"]
+        if peak is not None:
+            row["mfu"] = row["achieved_tflops"] / (peak * result.devices_used)

@@ -1,0 +1,121 @@
+"""The timing protocol: compile apart from running, warm-up excluded, every
+timed step ended by `block_until_ready`, inputs rotated among device buffers.
+
+    lowered, lower_s = timed(lambda: jitted.lower(*args))
+    compiled, compile_s = timed(lowered.compile)
+    samples = time_steps(step, inputs, warmup=5, steps=30)
+    stats = summarize(samples)
+
+`step(inputs[i % len(inputs)])` runs one step on the i-th input buffer and
+returns what it computed (any pytree of arrays); the clock stops only once
+every array in it is ready, so asynchronous dispatch cannot hide device time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+import jax
+
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """`fn()` and the wall seconds it took."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def time_steps(
+    step: Callable[[Any], Any], inputs: Sequence[Any], *, warmup: int, steps: int
+) -> list[float]:
+    """Wall seconds of each of `steps` timed calls of `step`, after `warmup` untimed ones.
+
+    Args:
+      step: runs one step on one input; returns its outputs (a pytree of arrays).
+      inputs: device-resident inputs, used in turn so that no step re-reads
+        the buffer the step before it just read (caches, donation).
+      warmup: untimed calls first (autotuning, allocator growth, page faults).
+      steps: timed calls.
+    """
+    if not inputs:
+        raise ValueError("time_steps needs at least one input buffer")
+    if warmup < 0 or steps < 1:
+        raise ValueError(f"need warmup >= 0 and steps >= 1, got warmup={warmup}, steps={steps}")
+    for i in range(warmup):
+        jax.block_until_ready(step(inputs[i % len(inputs)]))
+    samples = []
+    for i in range(steps):
+        batch = inputs[(warmup + i) % len(inputs)]
+        start = time.perf_counter()
+        jax.block_until_ready(step(batch))
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation between closest ranks.
+
+    The same definition as `numpy.percentile(samples, q)` (method "linear"):
+    rank h = (n - 1) * q / 100 between sorted[floor(h)] and sorted[ceil(h)].
+    """
+    if not samples:
+        raise ValueError("percentile of no samples")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be in [0, 100], got {q}")
+    ordered = sorted(samples)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+class StepStats(NamedTuple):
+    """Summary of step times, in milliseconds.
+
+    std is the sample standard deviation (n - 1 in the denominator; 0 for one sample).
+    """
+
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+
+
+def summarize(samples_s: Sequence[float]) -> StepStats:
+    """Mean, std, p50/p90/p99, min and max of step times given in seconds."""
+    ms = [s * 1e3 for s in samples_s]
+    if not ms:
+        raise ValueError("summarize needs at least one sample")
+    mean = sum(ms) / len(ms)
+    var = sum((x - mean) ** 2 for x in ms) / (len(ms) - 1) if len(ms) > 1 else 0.0
+    return StepStats(
+        mean_ms=mean,
+        std_ms=math.sqrt(var),
+        p50_ms=percentile(ms, 50),
+        p90_ms=percentile(ms, 90),
+        p99_ms=percentile(ms, 99),
+        min_ms=min(ms),
+        max_ms=max(ms),
+    )
+
+
+def flops_from_cost_analysis(cost: Any) -> float | None:
+    """Total 'flops' of `compiled.cost_analysis()`, or None if XLA gave none.
+
+    jax 0.10 returns one dict; older versions a list of dicts (one per
+    computation). Under jit with sharding and under pmap the count is per device.
+    """
+    if cost is None:
+        return None
+    entries = cost if isinstance(cost, (list, tuple)) else [cost]
+    values = [entry.get("flops") for entry in entries if isinstance(entry, dict)]
+    values = [float(v) for v in values if v is not None and v >= 0]
+    return sum(values) if values else None
