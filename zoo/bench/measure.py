@@ -139,9 +139,13 @@ def _measure_infer(config: BenchConfig) -> Measurement:
 def _measure_train(config: BenchConfig) -> Measurement:
     from zoo.counting import count_params
     from zoo.registry import create_model
-    from zoo.train import setup_training
     from zoo.train.config import OptimizerConfig, ScheduleConfig
     from zoo.train.optim import create_optimizer
+
+    try:
+        from zoo.train import setup_training
+    except ImportError:  # before zoo/train/__init__.py re-exports it
+        from zoo.train.parallel import setup_training
 
     model = create_model(config.model, dtype=COMPUTE_DTYPES[config.dtype])
     devices = _devices(config)
@@ -158,7 +162,7 @@ def _measure_train(config: BenchConfig) -> Measurement:
         batches.append(trainer.put_batch({
             "image": _random_images(config, model.in_channels, seed),
             "label": labels.astype(np.int32),
-            "mask": np.ones((config.batch_size,), np.float32),
+            "mask": np.ones((config.batch_size,), bool),
         }))
     params = count_params(trainer.state.params)
     lowered, lower_s = timed(lambda: trainer.lower_train_step(trainer.state, batches[0]))
