@@ -78,6 +78,14 @@ class MakeExample:
         epoch, batch_in_epoch = divmod(batch, self.steps_per_epoch)
         return epoch, batch_in_epoch * self.global_batch + self.process_index * self.batch_size + row
 
+    def example_index(self, position: int) -> tuple[int, int]:
+        """(epoch, source index) of a process-local stream position; eval padding -> -1."""
+        epoch, global_position = self.global_position(position)
+        if not self.train:
+            return epoch, global_position if global_position < len(self.source) else -1
+        order = epoch_permutation(self.spec.seed, epoch, len(self.source))
+        return epoch, int(order[global_position])
+
     def __call__(self, position: int) -> dict[str, np.ndarray]:
         epoch, global_position = self.global_position(position)
         if self.train:
@@ -160,6 +168,23 @@ class Pipeline:
         else:
             self.steps_per_epoch = -(-self.num_examples // self.global_batch_size)
         self._batches_consumed = 0  # train: global batches yielded since the stream start
+        # Files dropped when the source was indexed (folder sources), as (path, reason).
+        self.skipped: tuple[tuple[str, str], ...] = tuple(getattr(source, "skipped", ()))
+        self.num_skipped = len(self.skipped)
+
+    def _make_example(self) -> MakeExample:
+        return MakeExample(self.source, self.spec, train=self.train,
+                           batch_size=self.batch_size, process_index=self.process_index,
+                           process_count=self.process_count,
+                           steps_per_epoch=self.steps_per_epoch)
+
+    def batch_indices(self, batch_number: int) -> np.ndarray:
+        """Source indices of this process's rows in batch `batch_number` of the stream
+        (train: counted from the start of epoch 0; eval: of the pass; -1 = padding).
+        int64 [batch_size]; what the loader reads, exposed for checks and debugging."""
+        make = self._make_example()
+        first = batch_number * self.batch_size
+        return np.asarray([make.example_index(first + row)[1] for row in range(self.batch_size)])
 
     # ----------------------------------------------------------------- state
     def state_after(self, batches: int) -> dict[str, int]:
@@ -191,10 +216,7 @@ class Pipeline:
     # ----------------------------------------------------------------- iteration
     def _dataset(self, first_batch: int) -> grain.IterDataset:
         total_batches = self.steps_per_epoch * (MAX_EPOCHS if self.train else 1)
-        make = MakeExample(self.source, self.spec, train=self.train,
-                           batch_size=self.batch_size, process_index=self.process_index,
-                           process_count=self.process_count,
-                           steps_per_epoch=self.steps_per_epoch)
+        make = self._make_example()
         dataset = grain.MapDataset.range(first_batch * self.batch_size,
                                          total_batches * self.batch_size)
         dataset = dataset.map(make).batch(self.batch_size, drop_remainder=True, batch_fn=stack_rows)
@@ -213,10 +235,18 @@ class Pipeline:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         if not self.train:
-            yield from self._dataset(0)
+            yield from self._batches(0)
             return
-        for batch in self._dataset(self._batches_consumed):
+        for batch in self._batches(self._batches_consumed):
             self._batches_consumed += 1
+            yield batch
+
+    def _batches(self, first_batch: int) -> Iterator[dict[str, np.ndarray]]:
+        for batch in self._dataset(first_batch):
+            if self.num_workers > 0:
+                # Worker batches arrive as grain SharedMemoryArrays; a plain copy frees the
+                # shared segment at once and keeps callers from holding it past shutdown.
+                batch = {key: np.array(value) for key, value in batch.items()}
             yield batch
 
     def __len__(self) -> int:

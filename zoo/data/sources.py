@@ -52,7 +52,6 @@ class Source(Protocol):
     resizes directly instead of resize-shorter-side + center-crop).
     """
 
-    labels: np.ndarray  # int32 [num_examples]
     fixed_size: bool
 
     def __len__(self) -> int: ...
