@@ -92,9 +92,36 @@ def _device_peak_bytes(devices: list[jax.Device]) -> int | None:
     return max(peaks) if peaks else None
 
 
+def synthetic_variables(shapes: Any, seed: int = 0) -> Any:
+    """Host arrays with the shapes and dtypes of `shapes` (from `jax.eval_shape`).
+
+    Inference timing does not depend on the values, and compiling `model.init`
+    (random-number kernels) costs seconds per model on a CPU, so the harness
+    fills the variables on the host: normalisation scales and variances 1,
+    biases and means 0, kernels normal with std 1/sqrt(fan-in) (activations
+    stay O(1): no inf/NaN in bfloat16, no denormals), other tensors normal(0.02).
+    """
+    rng = np.random.default_rng(seed)
+
+    def fill(path: Any, leaf: jax.ShapeDtypeStruct) -> np.ndarray:
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name in ("scale", "var"):
+            value = np.ones(leaf.shape)
+        elif name in ("bias", "mean"):
+            value = np.zeros(leaf.shape)
+        elif len(leaf.shape) >= 2:
+            fan_in = max(1, int(np.prod(leaf.shape[:-1])))
+            value = rng.standard_normal(leaf.shape, dtype=np.float32) / np.sqrt(fan_in)
+        else:
+            value = 0.02 * rng.standard_normal(leaf.shape, dtype=np.float32)
+        return value.astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
 def _measure_infer(config: BenchConfig) -> Measurement:
     from zoo.counting import count_params
-    from zoo.registry import create_model
+    from zoo.registry import create_model, init_shapes
 
     model = create_model(config.model, dtype=COMPUTE_DTYPES[config.dtype])
     devices = _devices(config)
@@ -102,9 +129,8 @@ def _measure_infer(config: BenchConfig) -> Measurement:
     mesh = jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=devices)
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-    one = jnp.zeros((1, config.image_size, config.image_size, model.in_channels), jnp.float32)
-    init = jax.jit(functools.partial(model.init, train=False), out_shardings=replicated)
-    variables = init(jax.random.key(0), one)
+    shape = (1, config.image_size, config.image_size, model.in_channels)
+    variables = jax.device_put(synthetic_variables(init_shapes(model, shape)), replicated)
 
     def forward(variables: Any, images: jax.Array) -> jax.Array:
         return model.apply(variables, images, train=False)
