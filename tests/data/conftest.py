@@ -20,7 +20,9 @@ TFDS_SIZE = 8
 def tfds_pixels(split: str, index: int) -> np.ndarray:
     """The uint8 [8, 8, 3] image number `index` of `split` in the test TFDS dataset."""
     seed = (0 if split == "train" else 1000) + index
-    return np.random.default_rng(seed).integers(0, 256, (TFDS_SIZE, TFDS_SIZE, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(seed).integers(0, 256, (TFDS_SIZE, TFDS_SIZE, 3), dtype=np.uint8)
+    pixels[0, 0, 0] = index  # TFDS shuffles records when preparing: the image names itself
+    return pixels
 
 
 def _png_bytes(pixels: np.ndarray) -> io.BytesIO:
@@ -35,6 +37,9 @@ def tfds_dir(tmp_path_factory) -> str:
     import tensorflow_datasets as tfds
 
     class ZooTestImages(tfds.core.GeneratorBasedBuilder):
+        # A one-part module name: TFDS then skips looking for checksums beside the
+        # builder's source (that lookup needs the uninstalled importlib_resources).
+        __module__ = "zoo_test_tfds"
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):

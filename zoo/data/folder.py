@@ -110,6 +110,11 @@ def folder_classes(root: str) -> tuple[list[str], list[str]]:
     """(class names, split names) of ROOT; ValueError if splits' class sets differ."""
     splits = _split_dirs(root)
     per_split = {split: _class_names(os.path.join(root, split)) for split in splits}
+    for split, classes in per_split.items():
+        if not classes:
+            split_dir = os.path.join(root, split)
+            raise ValueError(f"split folder {split_dir!r} has no class folders (no images); "
+                             f"expected {split_dir}/<class>/<image>")
     reference_split = "train" if "train" in per_split else splits[0]
     reference = per_split[reference_split]
     for split, classes in per_split.items():
