@@ -1,7 +1,6 @@
 """RandAugment (Cubuk et al. 2019, arXiv:1909.13719): `num_ops` ops drawn uniformly
-from a list, each at one global `magnitude` in 0..30 (10 = the paper's "M" scale of
-0..10 at 1/3; 9 is the usual ImageNet setting on the 0..10 scale, so magnitudes are
-read on 0..10 here and 10 is the strongest).
+from a list, each at one global `magnitude` on the paper's 0..10 scale (10 is the
+strongest; 9 is the usual ImageNet setting).
 
 The subset: identity, autocontrast, equalize, rotate, solarize, color, posterize,
 contrast, brightness, sharpness, shear x/y, translate x/y -- the paper's list
