@@ -117,7 +117,8 @@ class ConvNeXt(nn.Module):
         # Stem /4, then /2 before every later stage: the last stage is 1x1 at this size.
         return 4 * 2 ** (len(self.depths) - 1)
 
-    def _drop_path_rates(self) -> list[float]:
+    def block_drop_path_rates(self) -> list[float]:
+        """Stochastic depth of each block, first to last: linear from 0 to drop_path_rate."""
         total = sum(self.depths)
         if total == 1:
             return [0.0]
@@ -136,7 +137,7 @@ class ConvNeXt(nn.Module):
         layers = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         x = x.astype(self.dtype)
         x = Patchify(self.widths[0], 4, norm_first=False, **layers, name="stem")(x)
-        rates = self._drop_path_rates()
+        rates = self.block_drop_path_rates()
         first = 0
         for stage, (depth, width) in enumerate(zip(self.depths, self.widths), start=1):
             x = ConvNeXtStage(depth, width, downsample=stage > 1,

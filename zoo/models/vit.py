@@ -147,7 +147,8 @@ class VisionTransformer(nn.Module):
     def min_input_size(self) -> int:
         return self.patch_size
 
-    def _drop_path_rates(self) -> list[float]:
+    def block_drop_path_rates(self) -> list[float]:
+        """Stochastic depth of each block, first to last: linear from 0 to drop_path_rate."""
         if self.depth == 1:
             return [0.0]
         return [self.drop_path_rate * i / (self.depth - 1) for i in range(self.depth)]
@@ -180,7 +181,7 @@ class VisionTransformer(nn.Module):
                                (1, 1 + default_grid**2, self.width), self.param_dtype)
         x = x + resize_pos_embed(pos_embed, (rows, columns)).astype(self.dtype)
         x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        for index, rate in enumerate(self._drop_path_rates()):
+        for index, rate in enumerate(self.block_drop_path_rates()):
             x = EncoderBlock(
                 self.num_heads, self.mlp_dim, drop_rate=self.drop_rate,
                 attn_drop_rate=self.attn_drop_rate, drop_path_rate=rate, dtype=self.dtype,
