@@ -17,6 +17,7 @@ from zoo.bench.cli import register  # noqa: F401 - the sub-command module import
 from zoo.bench.report import CSV_KEYS, ROW_KEYS, check_row, read_jsonl
 from zoo.bench.runner import BenchConfig, benchmark_config, expand_configs, run_benchmarks
 from zoo.bench.environment import environment
+from zoo.bench.suites import get_suite
 from zoo.cli import main
 
 CONFIG = BenchConfig("simple_cnn", "infer", batch_size=2, image_size=28, warmup=1, steps=4,
@@ -187,3 +188,29 @@ def test_cli_writes_every_report(fake_measure, tmp_path, capsys):
     # A second run into the same directory refuses instead of overwriting.
     assert main(args) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_standard_suites_expand_and_validate():
+    quick = get_suite("quick")
+    configs = quick.configs()
+    assert {c.model for c in configs} == {"simple_cnn", "resnet18", "mobilenet_v2"}
+    assert {c.mode for c in configs} == {"infer", "train"}
+    assert {(c.model, c.image_size) for c in configs if c.model != "simple_cnn"} == {
+        ("resnet18", 64), ("mobilenet_v2", 64)}
+    with pytest.raises(ValueError, match="unknown suite 'quik'.*quick"):
+        get_suite("quik")
+
+
+def test_cli_suite_from_a_file(fake_measure, tmp_path, capsys):
+    suites_file = tmp_path / "my_suites.py"
+    suites_file.write_text(
+        "from zoo.bench.suites import Suite, Sweep\n"
+        "SUITES = {'tiny': Suite('tiny', 'one config', (Sweep(models=('simple_cnn',), "
+        "batch_sizes=(2,), steps=4),))}\n")
+    out = tmp_path / "out"
+    base = ["bench", "--suite", "tiny", "--suites-file", str(suites_file), "--no-progress"]
+    assert main([*base, "--models", "simple_cnn", "--out", str(out)]) == 2
+    assert "--suite tiny sets the sweep itself; drop --models" in capsys.readouterr().err
+    assert main([*base, "--out", str(out)]) == 0
+    (row,) = read_jsonl(out / "results.jsonl")
+    assert (row["model"], row["batch_size"], row["status"]) == ("simple_cnn", 2, "ok")

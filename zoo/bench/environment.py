@@ -21,7 +21,9 @@ def environment() -> dict[str, Any]:
     """Backend, device kind and count, library versions and XLA_FLAGS.
 
     Keys: backend, device_kind, num_devices, jax_version, jaxlib_version,
-    flax_version, optax_version, python_version, xla_flags. Nothing that names
+    flax_version, optax_version, python_version, xla_flags, compilation_cache
+    (whether JAX's persistent compilation cache is on: compile_s may then be
+    a cache read, not a compile). Nothing that names
     the machine (hostname, user, paths) is recorded.
     """
     import jax
@@ -37,4 +39,5 @@ def environment() -> dict[str, Any]:
         "optax_version": _version("optax"),
         "python_version": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "compilation_cache": bool(jax.config.jax_compilation_cache_dir),
     }

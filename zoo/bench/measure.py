@@ -166,12 +166,8 @@ def _measure_train(config: BenchConfig) -> Measurement:
     from zoo.counting import count_params
     from zoo.registry import create_model
     from zoo.train.config import OptimizerConfig, ScheduleConfig
+    from zoo.train import setup_training
     from zoo.train.optim import create_optimizer
-
-    try:
-        from zoo.train import setup_training
-    except ImportError:  # before zoo/train/__init__.py re-exports it
-        from zoo.train.parallel import setup_training
 
     model = create_model(config.model, dtype=COMPUTE_DTYPES[config.dtype])
     devices = _devices(config)

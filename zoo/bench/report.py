@@ -61,6 +61,7 @@ ROW_SCHEMA: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("optax_version", (str, type(None)), ""),
     ("python_version", (str,), ""),
     ("xla_flags", (str,), "XLA_FLAGS at run time"),
+    ("compilation_cache", (bool,), "JAX persistent compilation cache on (compile_s may be a cache read)"),
     ("step_ms_samples", (list,), "every timed step, ms (JSON lines only; not in CSV)"),
 )
 ROW_KEYS: tuple[str, ...] = tuple(key for key, _, _ in ROW_SCHEMA)
@@ -89,7 +90,7 @@ def check_row(row: dict[str, Any]) -> None:
     for key, types, _ in ROW_SCHEMA:
         value = row[key]
         # bool is an int subclass; a bool where a number belongs is a bug.
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ValueError(f"row[{key!r}] = {value!r} is not of type {types}")
 
 

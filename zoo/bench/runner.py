@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import itertools
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -145,8 +146,10 @@ def expand_configs(
             if size < model.min_input_size:
                 raise ValueError(f"image size {size} is below {name}'s minimum "
                                  f"{model.min_input_size}")
-        for mode, dtype, par, size, batch in _product(modes, dtypes, parallel, image_sizes,
-                                                      sorted(set(batch_sizes))):
+        # Batches ascending: the device's peak-memory high-water mark then
+        # belongs to the configuration that set it.
+        for mode, dtype, par, size, batch in itertools.product(
+                modes, dtypes, parallel, image_sizes, sorted(set(batch_sizes))):
             if par != "single" and batch % devices:
                 raise ValueError(f"batch {batch} does not split over {devices} devices "
                                  f"for parallel={par!r}; use a multiple of {devices}")
@@ -154,12 +157,6 @@ def expand_configs(
             configs.append(BenchConfig(name, mode, batch, size, dtype, par,  # type: ignore[arg-type]
                                        warmup, steps, num_buffers, optimizer))
     return configs
-
-
-def _product(*axes: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
-    import itertools
-
-    return itertools.product(*axes)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -179,7 +176,8 @@ def benchmark_config(
         result = measure.measure(config)
     except Exception as error:  # noqa: BLE001 - any failure becomes a row, the run goes on
         row["status"] = "oom" if is_out_of_memory(error) else "error"
-        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:500] if str(error) else ''}"
+        first_line = str(error).splitlines()[0][:500] if str(error) else ""
+        row["error"] = f"{type(error).__name__}: {first_line}"
         gc.collect()
         return row
     measure.fill_row(row, result)

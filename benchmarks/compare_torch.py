@@ -1,0 +1,218 @@
+"""Zoo against PyTorch: the same architectures, the same protocol, one process.
+
+    python benchmarks/compare_torch.py --models resnet50,efficientnet_b0 \
+        --batch-size 8 --mode infer,train --out benchmarks/results/cpu/torch
+
+Needs the `torch` extra (torch, torchvision). For each model it measures Zoo
+with `zoo.bench` and torchvision's definition of the same name with the same
+protocol: `--warmup` untimed steps, `--steps` timed steps each ended by a device
+synchronisation, inputs rotated among `--buffers` batches. PyTorch variants:
+eager (NCHW), eager channels_last, and `torch.compile` (where it works; its
+first call, the compile, is timed apart). `--dtype bfloat16` runs Zoo in
+bfloat16 and PyTorch under `torch.autocast(bfloat16)`. Train mode is forward,
+cross-entropy, backward and an SGD Nesterov-momentum update on both sides.
+
+Writes zoo.jsonl (Zoo's rows, the zoo.bench schema), torch.jsonl (PyTorch
+rows), comparison.md (also printed): throughput of each and Zoo / best PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from zoo.bench import expand_configs, markdown_table, run_benchmarks
+from zoo.bench.report import append_jsonl
+from zoo.bench.timing import summarize, timed
+
+VARIANTS = ("eager", "channels_last", "compile")
+
+
+def _sync(torch: Any, device: Any) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _torch_step(torch: Any, model: Any, mode: str, device: Any, amp: bool) -> Callable[[Any], Any]:
+    """One step on a (images, labels) pair: forward, or forward+backward+update."""
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else None
+    if mode == "infer":
+        model.eval()
+
+        def infer(batch: Any) -> Any:
+            with torch.inference_mode():
+                if autocast is None:
+                    return model(batch[0])
+                with autocast():
+                    return model(batch[0])
+        return infer
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train(batch: Any) -> Any:
+        optimizer.zero_grad(set_to_none=True)
+        if autocast is None:
+            loss = loss_fn(model(batch[0]), batch[1])
+        else:
+            with autocast():
+                loss = loss_fn(model(batch[0]), batch[1])
+        loss.backward()
+        optimizer.step()
+        return loss
+    return train
+
+
+def time_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
+               image_size: int) -> dict[str, Any]:
+    """One PyTorch row: the zoo.bench protocol on torchvision's `name`."""
+    import torch
+    import torchvision
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    row: dict[str, Any] = {
+        "framework": "torch", "model": name, "mode": mode, "variant": variant,
+        "dtype": args.dtype, "batch_size": args.batch_size, "image_size": image_size,
+        "status": "error", "error": None, "first_step_s": None, "step_ms_mean": None,
+        "step_ms_std": None, "step_ms_p50": None, "step_ms_p90": None, "step_ms_p99": None,
+        "images_per_s": None, "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__, "device": str(device),
+        "num_threads": torch.get_num_threads(),
+    }
+    try:
+        model = torchvision.models.get_model(name, weights=None).to(device)
+        memory_format = torch.channels_last if variant == "channels_last" else torch.contiguous_format
+        model = model.to(memory_format=memory_format)
+        step = _torch_step(torch, model, mode, device, args.dtype == "bfloat16")
+        if variant == "compile":
+            step = torch.compile(step)
+        generator = torch.Generator().manual_seed(0)
+        batches = []
+        for _ in range(args.buffers):
+            images = torch.randn(args.batch_size, 3, image_size, image_size, generator=generator)
+            labels = torch.randint(0, 1000, (args.batch_size,), generator=generator)
+            batches.append((images.to(device, memory_format=memory_format), labels.to(device)))
+
+        def run(batch: Any) -> None:
+            step(batch)
+            _sync(torch, device)
+
+        # The first call: torch.compile's compile, cuDNN/oneDNN set-up.
+        _, row["first_step_s"] = timed(lambda: run(batches[0]))
+        for i in range(args.warmup):
+            run(batches[i % len(batches)])
+        samples = []
+        for i in range(args.steps):
+            batch = batches[(args.warmup + i) % len(batches)]
+            start = time.perf_counter()
+            run(batch)
+            samples.append(time.perf_counter() - start)
+    except Exception as error:  # noqa: BLE001 - a failing variant is a row, the run goes on
+        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+        row["status"] = "oom" if "out of memory" in str(error).lower() else "error"
+        return row
+    stats = summarize(samples)
+    row.update(status="ok", step_ms_mean=stats.mean_ms, step_ms_std=stats.std_ms,
+               step_ms_p50=stats.p50_ms, step_ms_p90=stats.p90_ms, step_ms_p99=stats.p99_ms,
+               images_per_s=args.batch_size / (stats.mean_ms / 1e3))
+    return row
+
+
+def comparison_table(zoo_rows: list[dict[str, Any]], torch_rows: list[dict[str, Any]]) -> str:
+    """Markdown: per model and mode, Zoo img/s, each PyTorch variant, Zoo / best."""
+    header = ["model", "mode", "batch", "size", "dtype", "zoo img/s",
+              *[f"torch {v} img/s" for v in VARIANTS], "zoo / best torch"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for z in zoo_rows:
+        mine = {r["variant"]: r for r in torch_rows
+                if (r["model"], r["mode"]) == (z["model"], z["mode"])}
+        speeds = {v: r["images_per_s"] for v, r in mine.items() if r["status"] == "ok"}
+        cells = [f"{speeds[v]:.1f}" if v in speeds else (mine[v]["status"] if v in mine else "-")
+                 for v in VARIANTS]
+        zoo_speed = z["images_per_s"]
+        ratio = (f"{zoo_speed / max(speeds.values()):.2f}x"
+                 if zoo_speed is not None and speeds else "-")
+        lines.append("| " + " | ".join([
+            z["model"], z["mode"], str(z["batch_size"]), str(z["image_size"]), z["dtype"],
+            "-" if zoo_speed is None else f"{zoo_speed:.1f}", *cells, ratio]) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="resnet50,mobilenet_v3_large,efficientnet_b0,vit_b_16,convnext_tiny")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--mode", default="infer,train")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {VARIANTS}")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--buffers", type=int, default=3)
+    p.add_argument("--skip-missing", action="store_true",
+                   help="skip models not (yet) registered in Zoo instead of failing")
+    p.add_argument("--out", type=Path, required=True)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import torch  # noqa: F401
+        import torchvision
+    except ImportError:
+        print("compare_torch needs the torch extra: pip install -e '.[torch]'", file=sys.stderr)
+        return 2
+    from zoo.registry import list_models
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if args.skip_missing:
+        names = [n for n in names if n in list_models()]
+    variants = [v for v in args.variants.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r}; expected some of {VARIANTS}")
+    missing = [n for n in names if n not in torchvision.models.list_models()]
+    if missing:
+        raise ValueError(f"torchvision has no model named {missing}")
+    modes = [m for m in args.mode.split(",") if m]
+    configs = expand_configs(names, batch_sizes=[args.batch_size], image_sizes=[args.image_size],
+                             dtypes=[args.dtype], modes=modes, warmup=args.warmup,
+                             steps=args.steps, num_buffers=args.buffers)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in (args.out / "zoo.jsonl", args.out / "torch.jsonl"):
+        path.unlink(missing_ok=True)
+    zoo_rows, torch_rows = [], []
+    for config in configs:
+        (row,) = run_benchmarks([config], progress=False)
+        append_jsonl(args.out / "zoo.jsonl", row)
+        zoo_rows.append(row)
+        print(f"zoo   {config.label}: {row['status']} {row['images_per_s']}", file=sys.stderr)
+        for variant in variants:
+            trow = time_torch(args, config.model, config.mode, variant, config.image_size)
+            append_jsonl(args.out / "torch.jsonl", trow)
+            torch_rows.append(trow)
+            print(f"torch {config.label} {variant}: {trow['status']} {trow['images_per_s']} "
+                  f"{trow['error'] or ''}", file=sys.stderr)
+    table = comparison_table(zoo_rows, torch_rows)
+    env = zoo_rows[0] if zoo_rows else {}
+    device = (f"Device: {env.get('device_kind')} x{env.get('num_devices')}, jax "
+              f"{env.get('jax_version')}, torch {torch_rows[0]['torch_version'] if torch_rows else '-'}"
+              f" ({torch_rows[0]['num_threads'] if torch_rows else '-'} threads)")
+    text = (f"{device}\n\n{table}\n\nZoo rows:\n\n{markdown_table(zoo_rows)}\n\n"
+            f"Command: python benchmarks/compare_torch.py {' '.join(sys.argv[1:] if argv is None else argv)}\n")
+    (args.out / "comparison.md").write_text(text)
+    (args.out / "torch_env.json").write_text(json.dumps(
+        {k: torch_rows[0][k] for k in ("torch_version", "torchvision_version", "device", "num_threads")}
+        if torch_rows else {}, indent=2) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
