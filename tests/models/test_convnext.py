@@ -1,0 +1,113 @@
+"""ConvNeXt specifics: stage widths and resolutions, layer scale init,
+stochastic depth schedule and train-only activity. Real variants are checked
+with `jax.eval_shape`; compiled checks use a tiny ConvNeXt."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zoo
+from zoo import registry
+from zoo.models.convnext import ConvNeXt
+
+TINY = dict(depths=(1, 1, 1, 1), widths=(8, 16, 24, 32), num_classes=3)
+
+
+def _stage_outputs(model, shape):
+    variables = registry.init_shapes(model, shape)
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    _, state = jax.eval_shape(
+        lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"]),
+        variables, x)
+    inter = state["intermediates"]
+    return {name: inter[name]["__call__"][0].shape for name in inter if name.startswith("stage")}
+
+
+@pytest.mark.parametrize("name, widths", [
+    ("convnext_tiny", (96, 192, 384, 768)), ("convnext_base", (128, 256, 512, 1024))])
+def test_stage_output_widths_and_resolutions(name, widths):
+    outputs = _stage_outputs(zoo.create_model(name), (1, 64, 64, 3))
+    assert outputs == {f"stage{i + 1}": (1, 16 // 2**i, 16 // 2**i, w)
+                       for i, w in enumerate(widths)}
+
+
+def test_parameter_layout_of_convnext_small():
+    params = registry.init_shapes(zoo.create_model("convnext_small"), (1, 32, 32, 3))["params"]
+    assert params["stem"]["conv"]["kernel"].shape == (4, 4, 3, 96)
+    assert "downsample" not in params["stage1"]
+    assert params["stage2"]["downsample"]["conv"]["kernel"].shape == (2, 2, 96, 192)
+    assert len([k for k in params["stage3"] if k.startswith("block")]) == 27
+    block = params["stage3"]["block27"]
+    assert block["dwconv"]["kernel"].shape == (7, 7, 1, 384)  # depthwise
+    assert block["dwconv"]["bias"].shape == (384,)
+    assert block["mlp"]["fc1"]["kernel"].shape == (384, 1536)
+    assert block["layer_scale"]["gamma"].shape == (384,)
+    assert params["head_norm"]["scale"].shape == (768,)
+    assert params["head"]["kernel"].shape == (768, 1000)
+
+
+def test_default_stochastic_depth_schedules_match_torchvision():
+    for name, last in (("convnext_tiny", 0.1), ("convnext_small", 0.4), ("convnext_base", 0.5)):
+        rates = zoo.create_model(name).block_drop_path_rates()
+        assert rates[0] == 0.0 and rates[-1] == pytest.approx(last)
+        np.testing.assert_allclose(np.diff(rates), last / (len(rates) - 1))
+    assert len(zoo.create_model("convnext_tiny").block_drop_path_rates()) == 18
+    assert zoo.create_model("convnext_tiny", drop_path_rate=0.0).block_drop_path_rates() == [
+        0.0] * 18
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = ConvNeXt(**TINY)
+    x = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
+    return model, jax.jit(model.init)(jax.random.key(1), x), x
+
+
+def test_layer_scale_starts_at_one_in_a_million(tiny):
+    _, variables, _ = tiny
+    gammas = {jax.tree_util.keystr(path): leaf for path, leaf in
+              jax.tree_util.tree_leaves_with_path(variables["params"])
+              if "gamma" in jax.tree_util.keystr(path)}
+    assert len(gammas) == 4
+    for gamma in gammas.values():
+        np.testing.assert_array_equal(gamma, np.full(gamma.shape, 1e-6, np.float32))
+
+
+def test_drop_path_inactive_in_eval_and_active_in_train(tiny):
+    _, variables, x = tiny
+    # A large layer scale makes the residual branches visible in the output.
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, a: jnp.ones_like(a) if "gamma" in jax.tree_util.keystr(path) else a,
+        variables["params"])
+    variables = {"params": params}
+    dropping = ConvNeXt(**TINY, drop_path_rate=0.9)
+    plain = ConvNeXt(**TINY, drop_path_rate=0.0)
+
+    def run(model, train, key):
+        return model.apply(variables, x, train=train, rngs={"dropout": key})
+
+    run = jax.jit(run, static_argnums=(0, 1))
+    key = jax.random.key(3)
+    eval_out = run(dropping, False, key)
+    np.testing.assert_array_equal(eval_out, run(plain, False, key))
+    # Without drop path, training and evaluation compute the same function.
+    np.testing.assert_allclose(run(plain, True, key), eval_out, rtol=1e-5, atol=1e-5)
+    first, second = run(dropping, True, key), run(dropping, True, jax.random.key(4))
+    assert not np.allclose(first, eval_out, atol=1e-3)
+    assert not np.allclose(first, second, atol=1e-3)
+
+
+def test_features_are_the_normalised_pooled_map(tiny):
+    model, variables, x = tiny
+    features = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(variables, x)
+    assert features.shape == (8, 32)
+    # head_norm has unit scale and zero bias at init: zero mean, unit variance.
+    np.testing.assert_allclose(features.mean(-1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(features.var(-1), 1.0, rtol=1e-3)
+
+
+def test_mismatched_spec_raises():
+    model = ConvNeXt(depths=(1, 1), widths=(8,))
+    with pytest.raises(ValueError, match="same length"):
+        jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
