@@ -107,7 +107,7 @@ def train_step(
         "loss": _mean(loss, axis_name),
         "top1": _mean((correct_topk(logits, labels, 1) * weights).sum() / count, axis_name),
         "top5": _mean((correct_topk(logits, labels, 5) * weights).sum() / count, axis_name),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "learning_rate": (learning_rate_fn(state.step) if learning_rate_fn is not None
                           else jnp.zeros((), jnp.float32)),
     }
