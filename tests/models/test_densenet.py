@@ -136,3 +136,8 @@ def test_bad_drop_rate_raises():
     model = zoo.create_model("densenet121", drop_rate=1.0)
     with pytest.raises(ValueError, match=r"drop_rate must be in \[0, 1\), got 1.0"):
         init_shapes(model, (1, 32, 32, 3))
+
+
+def test_macs_match_torchvision_table():
+    # torchvision's table: DenseNet-121 2.83 GFLOPS (multiply-adds) at 224x224.
+    assert zoo.model_info("densenet121")["macs"] == pytest.approx(2.83e9, rel=0.005)

@@ -116,3 +116,8 @@ def test_min_input_size_is_enforced_with_message():
     variables = init_shapes(model, (1, 32, 32, 3))
     with pytest.raises(ValueError, match="at least 32x32"):
         jax.eval_shape(lambda v, x: model.apply(v, x), variables, _shape(1, 31, 31, 3))
+
+
+def test_macs_match_torchvision_table():
+    # torchvision's table: GoogLeNet 1.50 GFLOPS (multiply-adds) at 224x224.
+    assert zoo.model_info("googlenet")["macs"] == pytest.approx(1.50e9, rel=0.005)

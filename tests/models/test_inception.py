@@ -114,3 +114,8 @@ def test_branch_avg_pool_counts_padding_like_torch():
     out = np.asarray(_avg_pool_3x3(jnp.ones((1, 3, 3, 1))))[0, :, :, 0]
     expected = np.array([[4, 6, 4], [6, 9, 6], [4, 6, 4]]) / 9
     np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_macs_match_torchvision_table():
+    # torchvision's table: Inception v3 5.71 GFLOPS (multiply-adds) at 299x299.
+    assert zoo.model_info("inception_v3")["macs"] == pytest.approx(5.71e9, rel=0.005)
