@@ -41,7 +41,7 @@ def reference_max_pool_ceil(x, k, s, p):
     ((8, 8), (4, 4)),    # multiple: fast path
     ((6, 6), (6, 6)),    # identity
     ((7, 5), (3, 2)),    # overlapping windows of unequal size
-    ((13, 13), (6, 6)),  # AlexNet's pool at 241-pixel input
+    ((7, 7), (6, 6)),    # AlexNet at 255x255 input: windows of 2 overlapping by 1
     ((1, 1), (7, 7)),    # VGG at its minimum size: the pixel is repeated
     ((3, 10), (7, 4)),   # upsampling on one axis, pooling on the other
 ])
