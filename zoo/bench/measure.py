@@ -28,6 +28,9 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 class Measurement(NamedTuple):
     """What one configuration measured.
 
+    step_macs_per_image: multiply-accumulates of the whole measured step per
+    image, counted by `zoo.counting` on the step's jaxpr (train: forward,
+    backward and update); model FLOPs = 2 x this.
     flops_per_device_step: XLA's cost-analysis FLOPs of one step on one device
     (under jit-with-sharding and pmap XLA reports the per-device program).
     compiled_memory: per-device sizes from `compiled.memory_analysis()`.
@@ -36,6 +39,7 @@ class Measurement(NamedTuple):
 
     params: int
     macs_per_image: int
+    step_macs_per_image: float
     devices_used: int
     lower_s: float
     compile_s: float
@@ -152,6 +156,7 @@ def _measure_infer(config: BenchConfig) -> Measurement:
     return Measurement(
         params=count_params(variables["params"]),
         macs_per_image=_macs_per_image(config.model, config.image_size),
+        step_macs_per_image=float(_macs_per_image(config.model, config.image_size)),
         devices_used=n,
         lower_s=lower_s,
         compile_s=compile_s,
@@ -163,7 +168,7 @@ def _measure_infer(config: BenchConfig) -> Measurement:
 
 
 def _measure_train(config: BenchConfig) -> Measurement:
-    from zoo.counting import count_params
+    from zoo.counting import count_macs, count_params
     from zoo.registry import create_model
     from zoo.train.config import OptimizerConfig, ScheduleConfig
     from zoo.train import setup_training
@@ -187,6 +192,10 @@ def _measure_train(config: BenchConfig) -> Measurement:
             "mask": np.ones((config.batch_size,), bool),
         }))
     params = count_params(trainer.state.params)
+    # Traced only (no compute). Under pmap the jaxpr is one device's program.
+    step_macs = count_macs(trainer.train_step, trainer.state, batches[0])
+    if config.parallel == "pmap":
+        step_macs *= len(devices)
     lowered, lower_s = timed(lambda: trainer.lower_train_step(trainer.state, batches[0]))
     compiled, compile_s = timed(lowered.compile)
     state = trainer.state
@@ -201,6 +210,7 @@ def _measure_train(config: BenchConfig) -> Measurement:
     return Measurement(
         params=params,
         macs_per_image=_macs_per_image(config.model, config.image_size),
+        step_macs_per_image=step_macs / config.batch_size,
         devices_used=len(devices),
         lower_s=lower_s,
         compile_s=compile_s,
@@ -243,10 +253,12 @@ def fill_row(row: dict[str, Any], result: Measurement) -> None:
         row["compiled_total_bytes"] = result.compiled_memory["total"]
         row["compiled_temp_bytes"] = result.compiled_memory["temp"]
         row["compiled_argument_bytes"] = result.compiled_memory["argument"]
+    seconds = stats.mean_ms / 1e3
+    row["flops_per_image"] = 2.0 * result.step_macs_per_image
+    row["achieved_tflops"] = row["flops_per_image"] * batch / seconds / 1e12
+    peak = row["peak_tflops_per_device"]
+    if peak is not None:
+        row["mfu"] = row["achieved_tflops"] / (peak * result.devices_used)
     if result.flops_per_device_step is not None:
-        row["flops_per_image"] = result.flops_per_device_step / per_device_batch
-        total_flops = result.flops_per_device_step * result.devices_used
-        row["achieved_tflops"] = total_flops / (stats.mean_ms / 1e3) / 1e12
-        peak = row["peak_tflops_per_device"]
-        if peak is not None:
-            row["mfu"] = row["achieved_tflops"] / (peak * result.devices_used)
+        row["xla_flops_per_image"] = result.flops_per_device_step / per_device_batch
+        row["xla_tflops"] = result.flops_per_device_step * result.devices_used / seconds / 1e12

@@ -33,7 +33,8 @@ ROW_SCHEMA: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("num_devices_used", (int,), "devices the step ran on"),
     ("params", (int, type(None)), "trainable parameters (batch statistics not counted)"),
     ("macs_per_image", (int, type(None)), "multiply-accumulates of one forward, counted from the jaxpr"),
-    ("flops_per_image", (float, type(None)), "XLA cost-analysis FLOPs of one step / images"),
+    ("flops_per_image", (float, type(None)), "model FLOPs of one step per image: 2 x MACs of the step's jaxpr (train: fwd+bwd+update)"),
+    ("xla_flops_per_image", (float, type(None)), "XLA cost-analysis FLOPs of one step per image (incl. element-wise ops)"),
     ("lower_s", (float, type(None)), "seconds to trace and lower to StableHLO"),
     ("compile_s", (float, type(None)), "seconds for XLA to compile"),
     ("step_ms_mean", (float, type(None)), "mean step time, ms"),
@@ -44,7 +45,8 @@ ROW_SCHEMA: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("step_ms_min", (float, type(None)), "fastest step, ms"),
     ("step_ms_max", (float, type(None)), "slowest step, ms"),
     ("images_per_s", (float, type(None)), "batch / mean step time"),
-    ("achieved_tflops", (float, type(None)), "XLA FLOPs of a step (all devices) / mean step time"),
+    ("achieved_tflops", (float, type(None)), "model FLOPs of a step (all devices) / mean step time"),
+    ("xla_tflops", (float, type(None)), "XLA FLOPs of a step (all devices) / mean step time"),
     ("peak_tflops_per_device", (float, type(None)), "dense peak used for MFU (table or --peak-tflops)"),
     ("mfu", (float, type(None)), "achieved / (peak x devices); None where the peak is unknown"),
     ("device_peak_bytes", (int, type(None)), "backend peak_bytes_in_use, process high-water mark; None on CPU"),
@@ -125,7 +127,7 @@ def _num(value: float | None, fmt: str) -> str:
 
 MARKDOWN_HEADER = ("model", "mode", "dtype", "parallel", "batch", "size", "status",
                    "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "img/s", "compile s",
-                   "GFLOPs/img", "TFLOP/s", "MFU", "peak mem")
+                   "GFLOPs/img", "XLA GFLOPs/img", "TFLOP/s", "MFU", "peak mem")
 
 
 def markdown_row(row: dict[str, Any]) -> tuple[str, ...]:
@@ -144,6 +146,7 @@ def markdown_row(row: dict[str, Any]) -> tuple[str, ...]:
         _num(row["images_per_s"], ".1f"),
         _num(None if row["compile_s"] is None else row["compile_s"] + row["lower_s"], ".2f"),
         _num(None if row["flops_per_image"] is None else row["flops_per_image"] / 1e9, ".3f"),
+        _num(None if row["xla_flops_per_image"] is None else row["xla_flops_per_image"] / 1e9, ".3f"),
         _num(row["achieved_tflops"], ".3f"),
         "-" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%",
         memory_text,
