@@ -5,7 +5,10 @@ scikit-learn's 1,797 real 8x8 handwritten digits, upscaled to 28x28, fixed
 
 Command:   zoo train            (same as: zoo train --config digits_simple_cnn)
 Hardware:  2-core CPU (shared), 1 CPU device, jax 0.10.2.
-Reached:   MEASURED_PLACEHOLDER
+Reached:   98.06% test top-1 (100.00% top-5), 330 steps (15 epochs of 22 batches of 64).
+           Wall time 124.6 s for `fit` on the machine shared with ~7 other jobs (load ~14),
+           233.9 s for `zoo train` while a resnet50 benchmark ran alongside; the run is
+           deterministic (same seed -> the same 98.06%).
 """
 
 from zoo.train.config import OptimizerConfig, ScheduleConfig, TrainConfig
