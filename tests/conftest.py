@@ -5,6 +5,7 @@ run before anything imports jax.
 """
 
 import os
+import tempfile
 
 _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
@@ -12,3 +13,7 @@ if _flag not in os.environ.get("XLA_FLAGS", ""):
 # Tests must never reach the network (TFDS, hubs): fail fast instead of hanging.
 os.environ.setdefault("TFDS_DISABLE_DOWNLOAD", "1")
 os.environ.setdefault("NO_GCE_CHECK", "true")
+# fit() turns on JAX's persistent compilation cache; keep the tests' entries out
+# of the user's ~/.cache (a fresh directory per test process, shared with the
+# subprocesses it starts).
+os.environ.setdefault("ZOO_COMPILATION_CACHE", tempfile.mkdtemp(prefix="zoo-test-jax-cache-"))
