@@ -19,7 +19,6 @@ rows), comparison.md (also printed): throughput of each and Zoo / best PyTorch.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -143,6 +142,18 @@ def comparison_table(zoo_rows: list[dict[str, Any]], torch_rows: list[dict[str, 
     return "\n".join(lines)
 
 
+def write_comparison(out: Path, zoo_rows: list[dict[str, Any]],
+                     torch_rows: list[dict[str, Any]], command: str) -> str:
+    """comparison.md (device line, ratio table, Zoo's own table, command); returns it."""
+    env, first = zoo_rows[0], torch_rows[0] if torch_rows else {}
+    device = (f"Device: {env['device_kind']} x{env['num_devices']}, jax {env['jax_version']}, "
+              f"torch {first.get('torch_version', '-')} ({first.get('num_threads', '-')} threads)")
+    text = (f"{device}\n\n{comparison_table(zoo_rows, torch_rows)}\n\nZoo rows:\n\n"
+            f"{markdown_table(zoo_rows)}\n\nCommand: {command}\n")
+    (out / "comparison.md").write_text(text)
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="resnet50,mobilenet_v3_large,efficientnet_b0,vit_b_16,convnext_tiny")
@@ -188,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in (args.out / "zoo.jsonl", args.out / "torch.jsonl"):
         path.unlink(missing_ok=True)
     zoo_rows, torch_rows = [], []
+    command = "python benchmarks/compare_torch.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = ""
     for config in configs:
         (row,) = run_benchmarks([config], progress=False)
         append_jsonl(args.out / "zoo.jsonl", row)
@@ -199,17 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             torch_rows.append(trow)
             print(f"torch {config.label} {variant}: {trow['status']} {trow['images_per_s']} "
                   f"{trow['error'] or ''}", file=sys.stderr)
-    table = comparison_table(zoo_rows, torch_rows)
-    env = zoo_rows[0] if zoo_rows else {}
-    device = (f"Device: {env.get('device_kind')} x{env.get('num_devices')}, jax "
-              f"{env.get('jax_version')}, torch {torch_rows[0]['torch_version'] if torch_rows else '-'}"
-              f" ({torch_rows[0]['num_threads'] if torch_rows else '-'} threads)")
-    text = (f"{device}\n\n{table}\n\nZoo rows:\n\n{markdown_table(zoo_rows)}\n\n"
-            f"Command: python benchmarks/compare_torch.py {' '.join(sys.argv[1:] if argv is None else argv)}\n")
-    (args.out / "comparison.md").write_text(text)
-    (args.out / "torch_env.json").write_text(json.dumps(
-        {k: torch_rows[0][k] for k in ("torch_version", "torchvision_version", "device", "num_threads")}
-        if torch_rows else {}, indent=2) + "\n")
+        # Rewritten after every configuration: an interrupted run keeps a report.
+        text = write_comparison(args.out, zoo_rows, torch_rows, command)
     print(text)
     return 0
 
