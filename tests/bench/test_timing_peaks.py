@@ -99,3 +99,20 @@ def test_peak_values_and_override():
         peak_tflops("cpu", "float16")
     with pytest.raises(ValueError, match="positive"):
         peak_tflops("cpu", "float32", override=0.0)
+
+
+def test_synthetic_variables_match_init_shapes():
+    import jax
+
+    from zoo.bench.measure import synthetic_variables
+    from zoo.registry import create_model, init_shapes
+
+    shapes = init_shapes(create_model("simple_cnn"), (1, 28, 28, 1))
+    values = synthetic_variables(shapes)
+    assert jax.tree.structure(values) == jax.tree.structure(shapes)
+    for value, shape in zip(jax.tree.leaves(values), jax.tree.leaves(shapes)):
+        assert (value.shape, value.dtype) == (shape.shape, shape.dtype)
+    params = values["params"]
+    assert not params["conv1"]["bias"].any()
+    # Kernels have std 1/sqrt(fan-in): 3*3*1 for conv1, 3*3*32 for conv2.
+    assert abs(params["conv2"]["kernel"].std() * np.sqrt(288) - 1) < 0.05
