@@ -91,8 +91,18 @@ _TINY_STAGES = (MBConv(expand=1, kernel=3, stride=1, out=16, repeats=2),
 def _tiny_apply(drop_path_rate: float):
     model = EfficientNet(num_classes=5, stages=_TINY_STAGES, stem_channels=16,
                          drop_rate=0.0, drop_path_rate=drop_path_rate)
-    x = jax.random.normal(jax.random.key(0), (16, 8, 8, 3))
-    variables = model.init(jax.random.key(1), x)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 8, 8, 3), dtype=np.float32)
+    # Weights from NumPy: a jitted `model.init` spends seconds compiling one
+    # threefry kernel per parameter on CPU, far more than the model itself.
+    shapes = jax.eval_shape(model.init, jax.random.key(1), x)
+    variables = {
+        "params": jax.tree.map(
+            lambda s: 0.3 * rng.standard_normal(s.shape, dtype=np.float32), shapes["params"]),
+        "batch_stats": jax.tree_util.tree_map_with_path(
+            lambda path, s: np.full(s.shape, path[-1].key == "var", np.float32),
+            shapes["batch_stats"]),
+    }
 
     @functools.partial(jax.jit, static_argnames="train")
     def apply(key, train):
