@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -235,8 +236,8 @@ class MobileNetV1(nn.Module):
 
     @property
     def min_input_size(self) -> int:
-        # Five stride-2 stages: 32 pixels leave a 1x1 map.
-        return 32
+        # The stem and each stage's first block halve the map (32 for the tables).
+        return 2 * math.prod(stage.stride for stage in self.stages)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False,
@@ -312,8 +313,8 @@ class MobileNet(nn.Module):
 
     @property
     def min_input_size(self) -> int:
-        # Five stride-2 stages: 32 pixels leave a 1x1 map.
-        return 32
+        # The stem and each stage's first block halve the map (32 for the tables).
+        return 2 * math.prod(stage.stride for stage in self.stages)
 
     def width(self, channels: int) -> int:
         """`channels` scaled by the width multiplier and rounded to a multiple of 8."""
