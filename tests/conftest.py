@@ -7,9 +7,16 @@ run before anything imports jax.
 import os
 import tempfile
 
-_flag = "--xla_force_host_platform_device_count=8"
-if _flag not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+# 8 CPU devices; and XLA's cheapest CPU back-end optimisation, which halves
+# compile time (resnet50 forward+backward: 52 s -> 26 s of CPU) on the tiny
+# inputs the tests use, where compilation, not execution, is the cost.
+_FLAGS = (
+    "--xla_force_host_platform_device_count=8",
+    "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true",
+)
+_existing = os.environ.get("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = " ".join([_existing, *(f for f in _FLAGS if f not in _existing)]).strip()
 # Tests must never reach the network (TFDS, hubs): fail fast instead of hanging.
 os.environ.setdefault("TFDS_DISABLE_DOWNLOAD", "1")
 os.environ.setdefault("NO_GCE_CHECK", "true")

@@ -13,6 +13,8 @@ big families, and CI runs them all.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,6 +95,11 @@ def _init(model, shape):
 @pytest.mark.parametrize("name", _params(ALL_MODELS))
 def test_train_forward_backward_every_param_gets_a_gradient(name):
     model = zoo.create_model(name, num_classes=3)
+    if "drop_path_rate" in {f.name for f in dataclasses.fields(model)}:
+        # With stochastic depth a whole block can be dropped for the 2 examples
+        # and rightly get no gradient; reachability is what is checked here
+        # (tests/models/test_<family>.py check drop path itself).
+        model = zoo.create_model(name, num_classes=3, drop_path_rate=0.0)
     shape = _small_input(name).shape
     variables = _init(model, shape)
     images = jax.random.normal(jax.random.key(1), shape)
