@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 # Modules that add sub-commands besides `models`.
-COMMAND_MODULES: tuple[str, ...] = ("zoo.bench.cli", "zoo.train.cli")
+COMMAND_MODULES: tuple[str, ...] = ("zoo.bench.cli", "zoo.train.cli", "zoo.interop.cli")
 
 
 def format_models_table(names: Sequence[str], *, markdown: bool = False) -> str:

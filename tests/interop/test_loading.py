@@ -30,6 +30,7 @@ def fake_resnet18_state_dict() -> dict[str, np.ndarray]:
         add(f"{torch_conv}.weight", (cout, cin, kh, kw))
         for suffix in ("weight", "bias", "running_mean", "running_var"):
             add(f"{torch_bn}.{suffix}", (cout,))
+        state[f"{torch_bn}.running_var"] = np.abs(state[f"{torch_bn}.running_var"]) + 0.5
         state[f"{torch_bn}.num_batches_tracked"] = np.zeros((), np.int64)
 
     params = shapes["params"]

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoo.interop.key_order import in_reference_order, reference_key_order
 from zoo.interop.state_dict import read_state_dict
 from zoo.registry import create_model, get_entry
 
@@ -349,7 +350,9 @@ def load_state_dict(source: Source, name: str,
     Args:
       source: "torchvision" or "timm" (picks the family fix-up tables).
       name: registered Zoo model name, e.g. "resnet50".
-      weights: a .safetensors / .pth file or an in-memory state dict.
+      weights: a .pth file or an in-memory state dict (both keep PyTorch's
+        definition order), or a .safetensors file (sorted by name: the order
+        is recovered from the reference architecture, which needs torch).
       num_classes: classifier size of the checkpoint (default: the registry's).
       **overrides: module fields of the Zoo model the weights belong to
         (e.g. image_size=64 for a ViT built at 64x64).
@@ -366,6 +369,8 @@ def load_state_dict(source: Source, name: str,
         raise ValueError(f"source must be 'torchvision' or 'timm', got {source!r}")
     entry = get_entry(name)
     state_dict = read_state_dict(weights)
+    if isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".safetensors"):
+        state_dict = in_reference_order(state_dict, reference_key_order(source, name))
     model = create_model(name, num_classes=num_classes, **overrides)
     shapes = zoo_variable_shapes(model)
     rules = tables[source].get(entry.family, FamilyRules())
