@@ -174,3 +174,23 @@ def test_every_weight_source_names_a_registered_model() -> None:
     registered = set(zoo.list_models())
     assert {source.model for source in WEIGHT_SOURCES} <= registered
     assert all(0 < source.top1 < 100 for source in WEIGHT_SOURCES)
+
+
+def test_safetensors_sorted_by_name_convert_like_the_ordered_state_dict(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    reference = timm.create_model("convnext_tiny", pretrained=False)
+    state = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
+    path = tmp_path / "model.safetensors"
+    safetensors_numpy.save_file(state, str(path))
+    assert list(safetensors_numpy.load_file(str(path))) == sorted(state)  # order is lost
+    from zoo.interop import load_timm
+
+    from_file = load_timm("convnext_tiny", path)
+    from_dict = load_timm("convnext_tiny", state)
+    flat_file, flat_dict = _flat(from_file["params"]), _flat(from_dict["params"])
+    assert list(flat_file) == list(flat_dict)
+    for key in flat_dict:
+        np.testing.assert_array_equal(flat_file[key], flat_dict[key])
+    np.testing.assert_array_equal(flat_dict["stage2/block3/layer_scale/gamma"],
+                                  state["stages.1.blocks.2.gamma"])
