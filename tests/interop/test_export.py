@@ -171,6 +171,8 @@ def test_merge_pretrained_reinitialises_only_what_changed_shape() -> None:
     np.testing.assert_array_equal(merged["batch_stats"]["stem"]["mean"], 1.0)
     assert merged["params"]["head"]["kernel"].shape == (8, 10)
     np.testing.assert_array_equal(merged["params"]["head"]["kernel"], 0.0)
+    abstract = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), fresh)
+    assert merge_pretrained(abstract, pretrained)[1] == reinitialised
     mask = trainable_mask(merged["params"], reinitialised)
     assert mask == {"stem": {"kernel": False}, "head": {"kernel": True, "bias": True}}
     other = {"params": {"conv": {"kernel": np.ones((3, 3, 3, 8))}}, "batch_stats": {}}
@@ -201,3 +203,16 @@ def test_export_from_a_training_workdir(tmp_path: Path) -> None:
     model = zoo.create_model("simple_cnn", num_classes=10)
     expected = model.apply({"params": jax.device_get(params["last"])}, x, train=False)
     np.testing.assert_allclose(load_stablehlo(served).call(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_trainable_mask_freezes_the_backbone_in_an_optax_update() -> None:
+    import optax
+
+    params = {"stem": {"kernel": np.ones((2, 2))}, "head": {"kernel": np.ones((2, 3))}}
+    mask = trainable_mask(params, ["params/head/kernel"])
+    tx = optax.multi_transform({True: optax.sgd(0.5), False: optax.set_to_zero()}, mask)
+    grads = jax.tree.map(np.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(new["stem"]["kernel"], 1.0)
+    np.testing.assert_array_equal(new["head"]["kernel"], 0.5)

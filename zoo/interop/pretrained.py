@@ -74,9 +74,17 @@ def _unflatten_like(template: Mapping[str, Any], flat: dict[tuple[str, ...], Any
             else flat[(*prefix, key)] for key, value in template.items()}
 
 
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+
 def merge_pretrained(init_variables: Mapping[str, Any], pretrained: Mapping[str, Any]
                      ) -> tuple[dict[str, Any], list[str]]:
     """Fresh variables with every same-shaped tensor replaced by the pretrained one.
+
+    Also works on `jax.ShapeDtypeStruct` trees (e.g. from `jax.eval_shape`), to
+    learn which tensors will be re-initialised before building an optimizer
+    that freezes the others.
 
     Args:
       init_variables: a freshly initialised model's {"params", "batch_stats"}.
@@ -102,8 +110,9 @@ def merge_pretrained(init_variables: Mapping[str, Any], pretrained: Mapping[str,
     merged, reinitialised = {}, []
     for path, value in fresh.items():
         source = loaded[path]
-        if tuple(np.shape(source)) == tuple(np.shape(value)):
-            merged[path] = np.asarray(source, dtype=np.asarray(value).dtype)
+        if _shape(source) == _shape(value):
+            merged[path] = source if isinstance(source, jax.ShapeDtypeStruct) else \
+                np.asarray(source, dtype=value.dtype)
         else:
             merged[path] = value
             reinitialised.append("/".join(path))
