@@ -99,7 +99,8 @@ def _run_export(args: argparse.Namespace) -> int:
         if model_name != info["model"]:
             raise ValueError(f"--model {model_name!r} but the weights are for {info['model']!r}")
         model = create_model(model_name, num_classes=info["num_classes"], **info["overrides"])
-        size = args.image_size or info.get("image_size") or get_entry(model_name).input_size
+        size = (args.image_size or info.get("image_size") or info["overrides"].get("image_size")
+                or get_entry(model_name).input_size)
         batch = None if args.batch_polymorphic else args.batch_size
         spec = ExportSpec(image_size=size, channels=model.in_channels, batch_size=batch)
         metadata = {"model": model_name, "num_classes": info["num_classes"],
