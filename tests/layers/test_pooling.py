@@ -83,6 +83,13 @@ def test_max_pool_ceil_matches_reference(size, k, s, p):
     np.testing.assert_array_equal(np.asarray(y), reference_max_pool_ceil(x, k, s, p))
 
 
+def test_max_pool_ceil_is_differentiable_under_jit():
+    x = jax.random.normal(jax.random.key(0), (1, 5, 5, 2))
+    grad = jax.jit(jax.grad(lambda x: max_pool_ceil(x, 3, 2, 1).sum()))(x)
+    # One unit of gradient per output cell (3x3 cells x 2 channels) goes to its max.
+    assert float(grad.sum()) == 18.0 and np.all(np.asarray(grad) >= 0)
+
+
 def test_max_pool_ceil_padding_never_wins_for_negative_inputs():
     x = -jnp.ones((1, 4, 4, 1))
     assert float(max_pool_ceil(x, 3, 2, 1).max()) == -1.0

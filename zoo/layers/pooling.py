@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -142,11 +142,6 @@ def max_pool_ceil(
         # Extra right padding lets the last (partial) window exist; when it is
         # negative the trailing pixels are in no window and VALID drops them.
         pads.append((p, max(0, (out - 1) * s + k - size - p)))
-    init = jnp.array(-jnp.inf, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else \
-        jnp.array(jnp.iinfo(x.dtype).min, x.dtype)
-    return lax.reduce_window(
-        x, init, lax.max,
-        window_dimensions=(1, *windows, 1),
-        window_strides=(1, *strides, 1),
-        padding=((0, 0), *pads, (0, 0)),
-    )
+    # flax's max_pool pads with -inf and is differentiable under jit (a
+    # hand-built lax.reduce_window with an array init value is not).
+    return nn.max_pool(x, windows, strides=strides, padding=tuple(pads))
