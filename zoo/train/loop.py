@@ -80,7 +80,7 @@ class FitResult:
     eval_metrics: dict[str, float]
     images_per_second: float
     wall_seconds: float
-    stopped: Literal["completed", "preempted"]
+    stopped: Literal["completed", "preempted", "already complete"]
 
 
 @dataclasses.dataclass
@@ -271,10 +271,15 @@ def fit(config: TrainConfig, workdir: str | os.PathLike, *,
     trainer, batch_images = run.trainer, config.global_batch_size
     last_good = run.checkpointer.steps()[-1] if run.checkpointer.steps() else None
     eval_metrics: dict[str, float] = {}
+    stopped: Literal["completed", "preempted", "already complete"] = "completed"
+    if step >= run.total_steps:
+        # A finished workdir: report its accuracy again instead of NaNs.
+        stopped = "already complete"
+        result = run_eval(trainer, run.eval_data)
+        eval_metrics = {f"eval/{k}": v for k, v in result.items() if k != "count"}
     pending: list[tuple[int, dict[str, jax.Array]]] = []
     bar = tqdm(total=run.total_steps, initial=step, disable=not (progress and run.is_main),
                unit="step", dynamic_ncols=True)
-    stopped: Literal["completed", "preempted"] = "completed"
     timed_steps, timed_seconds, window_start = 0, 0.0, time.perf_counter()
     try:
         with _sigterm_flag() as sigterm:
@@ -339,8 +344,9 @@ def _summary(config: TrainConfig, step: int, metrics: dict[str, float], images_p
              wall: float, stopped: str) -> str:
     top1 = metrics.get("eval/top1", float("nan"))
     top5 = metrics.get("eval/top5", float("nan"))
+    speed = f"{images_per_second:,.0f} images/s; " if images_per_second > 0 else ""
     return (f"{config.name}: {stopped} at step {step}; eval top-1 {top1:.2%}, top-5 {top5:.2%}; "
-            f"{images_per_second:,.0f} images/s; wall time {wall:.1f} s")
+            f"{speed}wall time {wall:.1f} s")
 
 
 def evaluate(config: TrainConfig | None, workdir: str | os.PathLike,
