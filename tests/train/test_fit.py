@@ -74,6 +74,10 @@ def test_fit_writes_the_workdir(reference):
     restored = evaluate(None, workdir, which="latest")
     assert restored["step"] == 8 and restored["count"] == 360
     assert restored["top1"] == pytest.approx(final["eval/top1"])
+    # Running again on the finished workdir trains nothing and reports the same accuracy.
+    again = fit(CONFIG, workdir, progress=False)
+    assert again.stopped == "already complete" and again.step == 8
+    assert again.eval_metrics["eval/top1"] == pytest.approx(final["eval/top1"])
 
 
 @pytest.mark.slow
