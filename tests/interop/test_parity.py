@@ -80,14 +80,8 @@ DEFAULT_CASES = (
     Case(TV, "convnext_tiny"),
     Case(TIMM, "vit_tiny_patch16_224", reference_kwargs=VIT_TIMM, overrides=VIT_ZOO),
     Case(TIMM, "seresnet50"),
+    Case(TIMM, "mobilenet_v1", reference="mobilenetv1_100"),
 )
-
-# Zoo's mobilenet_v1 uses ReLU where timm's mobilenetv1_100 uses ReLU6: the
-# weights load one to one but the outputs differ. strict: passes once fixed.
-MOBILENET_V1 = pytest.param(
-    Case(TIMM, "mobilenet_v1", reference="mobilenetv1_100"), id="timm-mobilenet_v1",
-    marks=pytest.mark.xfail(strict=True, reason="zoo.models.mobilenet v1 uses ReLU, timm "
-                                                "mobilenetv1_100 uses ReLU6"))
 
 SLOW_CASES = (
     *(Case(TV, name) for name in (
@@ -161,7 +155,7 @@ def check_parity(case: Case) -> None:
     np.testing.assert_array_equal(logits.argmax(-1), expected.argmax(-1))
 
 
-@pytest.mark.parametrize("case", [*DEFAULT_CASES, MOBILENET_V1],
+@pytest.mark.parametrize("case", DEFAULT_CASES,
                          ids=lambda c: c.id if isinstance(c, Case) else None)
 def test_parity(case: Case) -> None:
     check_parity(case)

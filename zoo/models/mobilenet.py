@@ -7,7 +7,7 @@ Papers:
 
 References (layer for layer, so their weights import one to one):
   mobilenet_v1: timm's `mobilenetv1_100` (timm's MobileNetV3 class with
-    `dsa` blocks: dw 3x3 + BN + ReLU, pw 1x1 + BN + ReLU, no residual, no head
+    `dsa` blocks: dw 3x3 + BN + ReLU6, pw 1x1 + BN + ReLU6, no residual, no head
     conv; global pool then Linear 1024 -> classes; BN eps 1e-5, momentum 0.1).
   mobilenet_v2: torchvision `mobilenet_v2` (ReLU6, last conv 1280, dropout 0.2).
   mobilenet_v3_small / _large: torchvision (hard-swish, SE with a hard-sigmoid
@@ -20,6 +20,7 @@ Checkpoint keys: `stem`, `stage{s}_block{b}` (1-based; inside a block
 `final_conv` (v2/v3), `pre_logits` (v3's hidden Linear), `head` (classifier).
 
 Deviations from the references:
+  - v1 uses ReLU6 as timm (and the TensorFlow reference code) do; the paper says ReLU.
   - timm initialises a depthwise conv with fan_out = k*k*out/groups; the shared
     ConvBNAct uses fan_out = k*k*out (torchvision's rule) for every conv.
   - The squeeze-excite 1x1 convs use the shared block's (Flax default)
@@ -130,7 +131,7 @@ class InvertedResidual:
 
 
 class DepthwiseSeparableBlock(nn.Module):
-    """v1 block: depthwise 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU.
+    """v1 block: depthwise 3x3 + BN + ReLU6, then pointwise 1x1 + BN + ReLU6.
 
     Attributes:
       out_channels: channels after the pointwise conv.
@@ -149,7 +150,7 @@ class DepthwiseSeparableBlock(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """x: [batch, height, width, in] -> [batch, height/stride, width/stride, out]."""
         conv = functools.partial(
-            ConvBNAct, act=nn.relu, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+            ConvBNAct, act=nn.relu6, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
             bn_axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype)
         channels = x.shape[-1]
         x = conv(channels, 3, self.stride, groups=channels, name="depthwise")(x, train=train)
@@ -252,7 +253,7 @@ class MobileNetV1(nn.Module):
         bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
                   bn_axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype)
         width = lambda c: make_divisible(c * self.width_multiplier, 8)  # noqa: E731
-        x = ConvBNAct(width(self.stem_channels), 3, 2, act=nn.relu, name="stem", **bn)(
+        x = ConvBNAct(width(self.stem_channels), 3, 2, act=nn.relu6, name="stem", **bn)(
             x, train=train)
         for s, stage in enumerate(self.stages, start=1):
             for b in range(1, stage.repeats + 1):
