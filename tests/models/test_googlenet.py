@@ -13,9 +13,7 @@ import pytest
 
 import zoo
 from zoo.counting import count_params
-from zoo.layers import pooling
-from zoo.models.googlenet import (GOOGLENET_STAGES, AuxHead, GoogLeNet, GoogLeNetOutputs,
-                                  max_pool_ceil)
+from zoo.models.googlenet import GOOGLENET_STAGES, AuxHead, GoogLeNet, GoogLeNetOutputs
 from zoo.registry import init_shapes
 
 RNGS = {"dropout": jax.random.key(0)}
@@ -124,14 +122,3 @@ def test_min_input_size_is_enforced_with_message():
 def test_macs_match_torchvision_table():
     # torchvision's table: GoogLeNet 1.50 GFLOPS (multiply-adds) at 224x224.
     assert zoo.model_info("googlenet")["macs"] == pytest.approx(1.50e9, rel=0.005)
-
-
-@pytest.mark.parametrize("window, stride, padding", [(3, 2, 0), (2, 2, 0), (3, 1, 1)])
-def test_ceil_max_pool_matches_shared_forward_and_is_differentiable(window, stride, padding):
-    x = jax.random.normal(jax.random.key(0), (1, 9, 16, 2))
-    out = max_pool_ceil(x, window, stride, padding)
-    np.testing.assert_array_equal(np.asarray(out),
-                                  np.asarray(pooling.max_pool_ceil(x, window, stride, padding)))
-    # Each output's gradient lands on exactly one input pixel (its max).
-    grad = jax.grad(lambda x: max_pool_ceil(x, window, stride, padding).sum())(x)
-    assert float(grad.sum()) == out.size

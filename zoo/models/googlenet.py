@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.layers.conv_bn_act import ConvBNAct
-from zoo.layers.pooling import adaptive_avg_pool, ceil_mode_output_size, global_avg_pool
+from zoo.layers.pooling import adaptive_avg_pool, global_avg_pool, max_pool_ceil
 from zoo.layers.validation import check_images
 from zoo.registry import register_model
 
@@ -52,22 +52,6 @@ BN_EPSILON = 1e-3
 linear_init = nn.initializers.normal(stddev=0.01)
 # torchvision taps the auxiliary heads after inception4a (aux1) and 4d (aux2).
 AUX_TAPS = {"inception4a": "aux1", "inception4d": "aux2"}
-
-
-def max_pool_ceil(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
-    """`torch.nn.MaxPool2d(window, stride, padding, ceil_mode=True)` on NHWC input.
-
-    Private copy: zoo.layers.pooling.max_pool_ceil builds a generic
-    `lax.reduce_window` that JAX cannot differentiate, so training fails
-    there. This one pads the right/bottom edge with -inf (flax's max_pool) so
-    the last partial window exists, and uses the shared output-size rule.
-    x: [batch, height, width, channels] -> [batch, out_height, out_width, channels].
-    """
-    pads = []
-    for size in x.shape[1:3]:
-        out = ceil_mode_output_size(size, window, stride, padding)
-        pads.append((padding, max(0, (out - 1) * stride + window - size - padding)))
-    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=tuple(pads))
 
 
 class GoogLeNetOutputs(NamedTuple):
