@@ -47,6 +47,13 @@ def test_model_info_counts_params_and_macs_of_simple_cnn():
     assert info["family"] == "simple_cnn"
     for key in ("paper", "in_channels", "num_classes"):
         assert key in info
+    assert info["weights"] == []  # no published checkpoint for the Keras example
+
+
+def test_model_info_lists_published_weights():
+    sources = zoo.model_info("resnet18")["weights"]
+    assert any(s["library"] == "torchvision" and "ResNet18_Weights" in s["tag"] for s in sources)
+    assert all(0 < s["top1"] < 100 for s in sources)
 
 
 def test_negative_num_classes_is_rejected():

@@ -179,8 +179,12 @@ def model_info(name: str) -> dict[str, Any]:
     Returns a dict with: name, family, params (trainable parameters at the
     default number of classes), macs (multiply-accumulates of one forward pass
     of one image at `input_size`), input_size, min_input_size, in_channels,
-    num_classes, paper, reference_params, reference.
+    num_classes, paper, reference_params, reference, and `weights`: published
+    checkpoints (torchvision enum / timm tag, top-1, eval size) that
+    `zoo convert` imports; metadata only, nothing is downloaded.
     """
+    from zoo.interop.sources import weight_sources
+
     entry = get_entry(name)
     model = create_model(name)
     shape = input_shape(name)
@@ -199,4 +203,5 @@ def model_info(name: str) -> dict[str, Any]:
         "paper": entry.paper,
         "reference_params": entry.reference_params,
         "reference": entry.reference,
+        "weights": weight_sources(name),
     }
