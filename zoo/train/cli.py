@@ -3,6 +3,7 @@
     zoo train                                    # default recipe -> ./workdirs/digits_simple_cnn
     zoo train --config digits_simple_cnn --set epochs=5 --set optimizer.learning_rate=0.01
     zoo train --parallel pmap --workdir runs/a   # resumes if runs/a has checkpoints
+    zoo train --config folder_resnet18 --init-from weights/resnet18 --num-classes 2 --freeze-backbone
     zoo train --coordinator-address host0:1234 --num-processes 2 --process-id 0
     zoo eval --workdir runs/a --checkpoint best
 """
@@ -25,6 +26,12 @@ def _run_train(args: argparse.Namespace) -> int:
         overrides = list(args.set or [])
         if args.parallel is not None:
             overrides.append(f"parallel={args.parallel!r}")
+        if args.init_from is not None:
+            overrides.append(f"init_from={args.init_from!r}")
+        if args.num_classes is not None:
+            overrides.append(f"num_classes={args.num_classes}")
+        if args.freeze_backbone:
+            overrides.append("freeze_backbone=True")
         config = apply_overrides(config, overrides)
     except ValueError as error:
         print(f"zoo train: {error}", file=sys.stderr)
@@ -38,7 +45,7 @@ def _run_train(args: argparse.Namespace) -> int:
     except (ValueError, FloatingPointError) as error:
         print(f"zoo train: {error}", file=sys.stderr)
         return 1
-    return 0 if result.stopped in ("completed", "preempted") else 1
+    return 0 if result.stopped in ("completed", "preempted", "already complete") else 1
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -67,6 +74,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="data-parallel strategy (default: the config's, normally jit)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config field, e.g. --set optimizer.learning_rate=0.1")
+    train.add_argument("--init-from", default=None, metavar="DIR",
+                       help="start from weights written by `zoo convert` (a head of another "
+                            "size is re-initialised)")
+    train.add_argument("--num-classes", type=int, default=None,
+                       help="classifier size (shorthand for --set num_classes=K)")
+    train.add_argument("--freeze-backbone", action="store_true",
+                       help="with --init-from: train only the re-initialised tensors")
     train.add_argument("--coordinator-address", default=None, help="host:port of process 0")
     train.add_argument("--num-processes", type=int, default=None)
     train.add_argument("--process-id", type=int, default=None)

@@ -102,6 +102,10 @@ class TrainConfig:
         runs at the end; 0 disables periodic eval (the final one still runs).
       keep: newest checkpoints kept (plus the best by eval top-1).
       num_workers: data-loading worker processes (0 = in-process).
+      init_from: directory written by `zoo convert` (or `save_variables`) to
+        start from; tensors whose shape differs (a head of another size) are
+        re-initialised. Ignored when the workdir already has a checkpoint.
+      freeze_backbone: with `init_from`, train only the re-initialised tensors.
     """
 
     name: str = "custom"
@@ -130,6 +134,8 @@ class TrainConfig:
     eval_every: int = 0
     log_every: int = 50
     num_workers: int = 0
+    init_from: str | None = None
+    freeze_backbone: bool = False
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -167,6 +173,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"optimizer.grad_clip must be positive or None, got {config.optimizer.grad_clip}")
     if config.eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {config.eval_every}")
+    if config.freeze_backbone and not config.init_from:
+        raise ValueError("freeze_backbone=True needs init_from (pretrained weights to freeze)")
     return config
 
 

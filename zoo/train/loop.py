@@ -35,6 +35,7 @@ import zoo
 from zoo.train import config as config_lib
 from zoo.train.checkpoint import Checkpointer, abstract_with_sharding
 from zoo.train.config import TrainConfig
+from zoo.train.init_from import Pretrained, apply_pretrained, freeze_backbone, load_pretrained
 from zoo.train.optim import create_optimizer
 from zoo.train.parallel import Trainer, check_batch_divisible, setup_training
 from zoo.train.state import TrainState
@@ -95,6 +96,7 @@ class _Run:
     eval_data: Any
     total_steps: int
     is_main: bool
+    pretrained: Pretrained | None = None
 
 
 def _model(config: TrainConfig) -> Any:
@@ -133,13 +135,18 @@ def _build(config: TrainConfig, workdir: str | os.PathLike) -> _Run:
                 "accumulation": config.optimizer.accumulation}
     checkpointer = Checkpointer(path / "checkpoints", keep=config.keep, metadata=metadata)
     checkpointer.check_compatible()
+    model, tx, pretrained = _model(config), optimizer.tx, None
+    if config.init_from:
+        pretrained = load_pretrained(config, model)
+        if config.freeze_backbone:
+            tx = freeze_backbone(tx, pretrained)
     trainer = setup_training(
-        _model(config), optimizer.tx,
+        model, tx,
         (config.global_batch_size, config.image_size, config.image_size, config.channels),
         parallel=config.parallel, seed=config.seed, label_smoothing=config.label_smoothing,
         ema_decay=config.ema_decay, learning_rate_fn=optimizer.learning_rate_fn)
     return _Run(config, path, trainer, checkpointer, train_data, eval_data, total,
-                is_main=jax.process_index() == 0)
+                is_main=jax.process_index() == 0, pretrained=pretrained)
 
 
 def _restore(run: _Run, step: int | None = None) -> int:
@@ -264,6 +271,10 @@ def fit(config: TrainConfig, workdir: str | os.PathLike, *,
     run = _build(config, workdir)
     config = run.config
     step = _restore(run)
+    if step == 0 and run.pretrained is not None:
+        message = apply_pretrained(run.trainer, run.pretrained)
+        if run.is_main:
+            print(message)
     if run.is_main:
         (run.workdir / "config.json").write_text(json.dumps(config_lib.to_dict(config), indent=1))
         write_class_names(run.workdir, config.dataset, config.data_dir)
