@@ -12,7 +12,7 @@ import zoo
 from zoo.cli import format_models_table
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-BLOCK = re.compile(r"(<!-- models:start -->\n).*?(\n<!-- models:end -->)", re.S)
+BLOCK = re.compile(r"(<!-- models:start -->\n).*?\n?(<!-- models:end -->)", re.S)
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     if not BLOCK.search(text):
         raise SystemExit("README.md lacks the <!-- models:start --> ... <!-- models:end --> block")
     table = format_models_table(zoo.list_models(), markdown=True)
-    README.write_text(BLOCK.sub(lambda m: m.group(1) + table + m.group(2), text))
+    README.write_text(BLOCK.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
     print(f"README.md: {len(zoo.list_models())} models")
 
 

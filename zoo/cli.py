@@ -20,6 +20,14 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = ("zoo.bench.cli", "zoo.train.cli", "zoo.interop.cli")
 
 
+def format_count(value: int) -> str:
+    """12_345_678 -> '12.35 M' (G, M or K, whichever keeps 1-999 before the point)."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return str(value)
+
+
 def format_models_table(names: Sequence[str], *, markdown: bool = False) -> str:
     """A table of name, family, params, MACs and input size for `names`."""
     from zoo.registry import model_info
@@ -30,7 +38,7 @@ def format_models_table(names: Sequence[str], *, markdown: bool = False) -> str:
         info = model_info(name)
         size = info["input_size"]
         rows.append((name, info["family"], f"{info['params']:,}",
-                     f"{info['macs'] / 1e9:.3f} G", f"{size}x{size}x{info['in_channels']}"))
+                     format_count(info["macs"]), f"{size}x{size}x{info['in_channels']}"))
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
