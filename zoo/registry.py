@@ -25,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from zoo.counting import count_macs, count_params
 
@@ -170,6 +171,34 @@ def init_shapes(model: nn.Module, shape: tuple[int, ...]) -> Any:
     """Variables of `model` as `jax.ShapeDtypeStruct`s, computed without FLOPs."""
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
     return jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
+
+
+def synthetic_variables(shapes: Any, seed: int = 0) -> Any:
+    """Host arrays with the shapes and dtypes of `shapes` (from `jax.eval_shape`).
+
+    Inference timing and contract checks do not depend on the exact values,
+    and compiling `model.init` (its forward pass plus random-number kernels)
+    costs seconds per model on a CPU, so the benchmark harness and the tests
+    fill the variables on the host: normalisation scales and variances 1,
+    biases and means 0, kernels normal with std 1/sqrt(fan-in) (activations
+    stay O(1): no inf/NaN in bfloat16, no denormals), other tensors normal(0.02).
+    """
+    rng = np.random.default_rng(seed)
+
+    def fill(path: Any, leaf: jax.ShapeDtypeStruct) -> np.ndarray:
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name in ("scale", "var"):
+            value = np.ones(leaf.shape)
+        elif name in ("bias", "mean"):
+            value = np.zeros(leaf.shape)
+        elif len(leaf.shape) >= 2:
+            fan_in = max(1, int(np.prod(leaf.shape[:-1])))
+            value = rng.standard_normal(leaf.shape, dtype=np.float32) / np.sqrt(fan_in)
+        else:
+            value = 0.02 * rng.standard_normal(leaf.shape, dtype=np.float32)
+        return value.astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 @functools.cache

@@ -104,7 +104,7 @@ def test_peak_values_and_override():
 def test_synthetic_variables_match_init_shapes():
     import jax
 
-    from zoo.bench.measure import synthetic_variables
+    from zoo.registry import synthetic_variables
     from zoo.registry import create_model, init_shapes
 
     shapes = init_shapes(create_model("simple_cnn"), (1, 28, 28, 1))

@@ -23,7 +23,7 @@ import pytest
 import zoo
 import zoo.counting
 from zoo import registry
-from zoo.bench.measure import synthetic_variables
+from zoo.registry import synthetic_variables
 
 ALL_MODELS = zoo.list_models(include_test_only=True)
 # Models whose compiled passes take more than a few seconds on a 2-core CPU.

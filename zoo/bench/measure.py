@@ -52,7 +52,7 @@ class Measurement(NamedTuple):
 @functools.cache
 def _macs_per_image(model_name: str, image_size: int) -> int:
     from zoo.counting import count_macs
-    from zoo.registry import create_model, init_shapes
+    from zoo.registry import create_model, init_shapes, synthetic_variables
 
     model = create_model(model_name)
     shape = (1, image_size, image_size, model.in_channels)
@@ -96,36 +96,9 @@ def _device_peak_bytes(devices: list[jax.Device]) -> int | None:
     return max(peaks) if peaks else None
 
 
-def synthetic_variables(shapes: Any, seed: int = 0) -> Any:
-    """Host arrays with the shapes and dtypes of `shapes` (from `jax.eval_shape`).
-
-    Inference timing does not depend on the values, and compiling `model.init`
-    (random-number kernels) costs seconds per model on a CPU, so the harness
-    fills the variables on the host: normalisation scales and variances 1,
-    biases and means 0, kernels normal with std 1/sqrt(fan-in) (activations
-    stay O(1): no inf/NaN in bfloat16, no denormals), other tensors normal(0.02).
-    """
-    rng = np.random.default_rng(seed)
-
-    def fill(path: Any, leaf: jax.ShapeDtypeStruct) -> np.ndarray:
-        name = str(getattr(path[-1], "key", path[-1]))
-        if name in ("scale", "var"):
-            value = np.ones(leaf.shape)
-        elif name in ("bias", "mean"):
-            value = np.zeros(leaf.shape)
-        elif len(leaf.shape) >= 2:
-            fan_in = max(1, int(np.prod(leaf.shape[:-1])))
-            value = rng.standard_normal(leaf.shape, dtype=np.float32) / np.sqrt(fan_in)
-        else:
-            value = 0.02 * rng.standard_normal(leaf.shape, dtype=np.float32)
-        return value.astype(leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 def _measure_infer(config: BenchConfig) -> Measurement:
     from zoo.counting import count_params
-    from zoo.registry import create_model, init_shapes
+    from zoo.registry import create_model, init_shapes, synthetic_variables
 
     model = create_model(config.model, dtype=COMPUTE_DTYPES[config.dtype])
     devices = _devices(config)
