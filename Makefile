@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # pytest-xdist workers: one per core keeps the 2-core CI machine busy.
 TEST_WORKERS ?= auto
 
-.PHONY: train test install install-dev clean
+.PHONY: train test test-interop install install-dev install-torch clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
+# The torch extra (torch, torchvision, timm: about 4.2 GB) is only for weight
+# import and the PyTorch comparison; tests/interop skips without it.
+$(VENV)/.installed-torch: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev,torch]"
+	touch $@ $(VENV)/.installed $(VENV)/.installed-dev
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
@@ -28,6 +34,9 @@ train: install
 
 test: install-dev
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -q
+
+test-interop: $(VENV)/.installed-torch
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -q tests/interop
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache
