@@ -3,6 +3,8 @@
     zoo train                                    # default recipe -> ./workdirs/digits_simple_cnn
     zoo train --config digits_simple_cnn --set epochs=5 --set optimizer.learning_rate=0.01
     zoo train --parallel pmap --workdir runs/a   # resumes if runs/a has checkpoints
+    zoo train --dataset folder:/data/pets --num-classes 2 --set image_size=64
+    zoo train --dataset tfds:mnist --data-dir ~/tensorflow_datasets
     zoo train --config folder_resnet18 --init-from weights/resnet18 --num-classes 2 --freeze-backbone
     zoo train --coordinator-address host0:1234 --num-processes 2 --process-id 0
     zoo eval --workdir runs/a --checkpoint best
@@ -26,6 +28,10 @@ def _run_train(args: argparse.Namespace) -> int:
         overrides = list(args.set or [])
         if args.parallel is not None:
             overrides.append(f"parallel={args.parallel!r}")
+        if args.dataset is not None:
+            overrides.append(f"dataset={args.dataset!r}")
+        if args.data_dir is not None:
+            overrides.append(f"data_dir={args.data_dir!r}")
         if args.init_from is not None:
             overrides.append(f"init_from={args.init_from!r}")
         if args.num_classes is not None:
@@ -74,6 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="data-parallel strategy (default: the config's, normally jit)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config field, e.g. --set optimizer.learning_rate=0.1")
+    train.add_argument("--dataset", default=None,
+                       help="digits | tfds:NAME[:VERSION] | folder:PATH (shorthand for --set dataset=...)")
+    train.add_argument("--data-dir", default=None, help="where a TFDS dataset was prepared")
     train.add_argument("--init-from", default=None, metavar="DIR",
                        help="start from weights written by `zoo convert` (a head of another "
                             "size is re-initialised)")
