@@ -13,16 +13,10 @@ import pytest
 
 import zoo
 from zoo.models.densenet import DenseBlock, DenseLayer, Transition
+from tests.models.helpers import abstract_images, outputs_of
 from zoo.registry import init_shapes
 
 
-def _shape(*dims: int) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(dims, jnp.float32)
-
-
-def _captures(names):
-    """capture_intermediates filter: outputs of the submodules called `names`."""
-    return lambda module, method: method == "__call__" and module.name in names
 
 
 def test_densenet121_channels_after_each_block_and_transition():
@@ -34,14 +28,14 @@ def test_densenet121_channels_after_each_block_and_transition():
                 "transition2": (14, 256), "block3": (14, 1024), "transition3": (7, 512),
                 "block4": (7, 1024)}
     _, state = jax.eval_shape(
-        lambda v, x: model.apply(v, x, capture_intermediates=_captures(expected),
+        lambda v, x: model.apply(v, x, capture_intermediates=outputs_of(expected),
                                  mutable=["intermediates"]),
-        variables, _shape(1, 224, 224, 3))
+        variables, abstract_images(1, 224, 224, 3))
     for name, (side, channels) in expected.items():
         (out,) = state["intermediates"][name]["__call__"]
         assert out.shape == (1, side, side, channels), name
     features = jax.eval_shape(lambda v, x: model.apply(v, x, return_features=True),
-                              variables, _shape(2, 32, 32, 3))
+                              variables, abstract_images(2, 32, 32, 3))
     assert features.shape == (2, 1024)
 
 
@@ -53,7 +47,7 @@ def test_num_features_of_each_variant(name, features):
 
 def test_transition_halves_channels_and_floors_odd_sizes():
     transition = Transition(features=6)
-    x = _shape(2, 7, 7, 12)
+    x = abstract_images(2, 7, 7, 12)
     variables = jax.eval_shape(lambda x: transition.init(jax.random.key(0), x, train=False), x)
     out = jax.eval_shape(lambda v, x: transition.apply(v, x, train=False), variables, x)
     assert out.shape == (2, 3, 3, 6)

@@ -14,18 +14,12 @@ import pytest
 import zoo
 from zoo.counting import count_params
 from zoo.models.googlenet import GOOGLENET_STAGES, AuxHead, GoogLeNet, GoogLeNetOutputs
+from tests.models.helpers import abstract_images, outputs_of
 from zoo.registry import init_shapes
 
 RNGS = {"dropout": jax.random.key(0)}
 
 
-def _shape(*dims: int) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(dims, jnp.float32)
-
-
-def _captures(names):
-    """capture_intermediates filter: outputs of the submodules called `names`."""
-    return lambda module, method: method == "__call__" and module.name in names
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +41,7 @@ def test_aux_heads_add_torchvision_aux_parameters():
 
 def test_aux_outputs_only_in_train_mode(aux_model_and_variables):
     model, variables = aux_model_and_variables
-    x = _shape(2, 32, 32, 3)
+    x = abstract_images(2, 32, 32, 3)
     outputs, _ = jax.eval_shape(
         lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"], rngs=RNGS),
         variables, x)
@@ -68,7 +62,7 @@ def test_without_aux_train_returns_plain_logits():
     assert "aux1" not in variables["params"] and "aux2" not in variables["params"]
     logits, _ = jax.eval_shape(
         lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"], rngs=RNGS),
-        variables, _shape(2, 32, 32, 3))
+        variables, abstract_images(2, 32, 32, 3))
     assert logits.shape == (2, 10)
 
 
@@ -91,9 +85,9 @@ def test_ceil_mode_pooling_sizes_match_torchvision(size, expected):
     model = GoogLeNet(num_classes=0, stages=GOOGLENET_STAGES)
     variables = init_shapes(model, (1, 32, 32, 3))
     _, state = jax.eval_shape(
-        lambda v, x: model.apply(v, x, capture_intermediates=_captures(expected),
+        lambda v, x: model.apply(v, x, capture_intermediates=outputs_of(expected),
                                  mutable=["intermediates"]),
-        variables, _shape(1, size, size, 3))
+        variables, abstract_images(1, size, size, 3))
     channels = {"inception3a": 256, "inception4a": 512, "inception5b": 1024}
     for name, side in expected.items():
         (out,) = state["intermediates"][name]["__call__"]
@@ -104,9 +98,9 @@ def test_aux_head_pools_any_map_to_4x4():
     head = AuxHead(num_classes=7)
     for side in (1, 2, 14):
         variables = jax.eval_shape(
-            lambda x: head.init(jax.random.key(0), x, train=False), _shape(2, side, side, 512))
+            lambda x: head.init(jax.random.key(0), x, train=False), abstract_images(2, side, side, 512))
         out = jax.eval_shape(lambda v, x: head.apply(v, x, train=False), variables,
-                             _shape(2, side, side, 512))
+                             abstract_images(2, side, side, 512))
         assert out.shape == (2, 7)
         assert variables["params"]["fc1"]["kernel"].shape == (2048, 1024)
 
@@ -116,7 +110,7 @@ def test_min_input_size_is_enforced_with_message():
     assert model.min_input_size == 32
     variables = init_shapes(model, (1, 32, 32, 3))
     with pytest.raises(ValueError, match="at least 32x32"):
-        jax.eval_shape(lambda v, x: model.apply(v, x), variables, _shape(1, 31, 31, 3))
+        jax.eval_shape(lambda v, x: model.apply(v, x), variables, abstract_images(1, 31, 31, 3))
 
 
 def test_macs_match_torchvision_table():

@@ -14,18 +14,12 @@ import pytest
 import zoo
 from zoo.counting import count_params
 from zoo.models.inception import InceptionOutputs, _avg_pool_3x3
+from tests.models.helpers import abstract_images, outputs_of
 from zoo.registry import init_shapes
 
 RNGS = {"dropout": jax.random.key(0)}
 
 
-def _shape(*dims: int) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(dims, jnp.float32)
-
-
-def _captures(names):
-    """capture_intermediates filter: outputs of the submodules called `names`."""
-    return lambda module, method: method == "__call__" and module.name in names
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +38,17 @@ def test_32x32_input_raises_naming_75(plain):
     model, variables = plain
     assert model.min_input_size == 75
     with pytest.raises(ValueError, match=r"at least 75x75"):
-        jax.eval_shape(lambda v, x: model.apply(v, x), variables, _shape(2, 32, 32, 3))
+        jax.eval_shape(lambda v, x: model.apply(v, x), variables, abstract_images(2, 32, 32, 3))
     with pytest.raises(ValueError, match=r"75"):
-        jax.eval_shape(lambda v, x: model.apply(v, x), variables, _shape(2, 74, 75, 3))
+        jax.eval_shape(lambda v, x: model.apply(v, x), variables, abstract_images(2, 74, 75, 3))
 
 
 def test_75x75_gives_logits_and_2048_features(plain):
     model, variables = plain
-    logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, _shape(2, 75, 75, 3))
+    logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, abstract_images(2, 75, 75, 3))
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
     features = jax.eval_shape(lambda v, x: model.apply(v, x, return_features=True),
-                              variables, _shape(2, 75, 75, 3))
+                              variables, abstract_images(2, 75, 75, 3))
     assert features.shape == (2, 2048)
 
 
@@ -68,7 +62,7 @@ def test_aux_head_changes_count_to_torchvision_with_aux(with_aux):
 
 def test_aux_logits_only_returned_in_train_mode(with_aux):
     model, variables = with_aux
-    x = _shape(2, 299, 299, 3)
+    x = abstract_images(2, 299, 299, 3)
     outputs, _ = jax.eval_shape(
         lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"], rngs=RNGS),
         variables, x)
@@ -82,7 +76,7 @@ def test_aux_head_needs_299_and_says_so(with_aux):
     model, variables = with_aux
     assert model.min_input_size == 299
     with pytest.raises(ValueError, match=r"at least 299x299"):
-        jax.eval_shape(lambda v, x: model.apply(v, x), variables, _shape(1, 298, 298, 3))
+        jax.eval_shape(lambda v, x: model.apply(v, x), variables, abstract_images(1, 298, 298, 3))
 
 
 def test_grid_sizes_and_channels_at_299(plain):
@@ -90,9 +84,9 @@ def test_grid_sizes_and_channels_at_299(plain):
     expected = {"conv4a": (71, 192), "mixed5d": (35, 288), "mixed6a": (17, 768),
                 "mixed6e": (17, 768), "mixed7a": (8, 1280), "mixed7c": (8, 2048)}
     _, state = jax.eval_shape(
-        lambda v, x: model.apply(v, x, capture_intermediates=_captures(expected),
+        lambda v, x: model.apply(v, x, capture_intermediates=outputs_of(expected),
                                  mutable=["intermediates"]),
-        variables, _shape(1, 299, 299, 3))
+        variables, abstract_images(1, 299, 299, 3))
     for name, (side, channels) in expected.items():
         (out,) = state["intermediates"][name]["__call__"]
         assert out.shape == (1, side, side, channels), name
