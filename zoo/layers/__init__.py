@@ -3,5 +3,5 @@
 Import from the submodule that defines a block, e.g.
 `from zoo.layers.conv_bn_act import ConvBNAct`. One topic per file:
 conv_bn_act, validation, make_divisible, drop_path, pooling, squeeze_excite,
-mlp, attention, layer_scale.
+mlp, attention, layer_scale, depthwise (a CPU-fast depthwise convolution).
 """
