@@ -5,10 +5,8 @@ Hardware:  8 GPUs (A100/H100 class, 80 GB) or a TPU v4-8; global batch 4096 in
            bf16 (lower it with optimizer.accumulation on smaller memory), 300 epochs.
 Expected:  torchvision's recipe for vit_b_16 reaches 81.07% top-1 (AdamW lr 3e-3,
            wd 0.3, batch 4096, 300 epochs, 30 warm-up epochs, label smoothing 0.11,
-           RandAugment, mixup 0.2, cutmix 1.0, grad clip 1.0, EMA). zoo.data has
-           mixup/cutmix (make_pipeline(mixup_alpha=..., cutmix_alpha=...)) but the
-           training engine does not consume soft targets yet, so this recipe runs
-           without them and should land below 81%. Zoo has not measured it.
+           RandAugment, mixup 0.2, cutmix 1.0, grad clip 1.0, EMA), which this
+           recipe follows. Zoo has not measured it.
 """
 
 from zoo.train.config import OptimizerConfig, ScheduleConfig, TrainConfig
@@ -31,6 +29,8 @@ def get_config() -> TrainConfig:
                                   weight_decay=0.3, grad_clip=1.0),
         schedule=ScheduleConfig(name="cosine", warmup_epochs=30.0),
         label_smoothing=0.11,
+        mixup_alpha=0.2,
+        cutmix_alpha=1.0,
         ema_decay=0.99998,
         dtype="bfloat16",
         checkpoint_every=2000,

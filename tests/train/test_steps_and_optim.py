@@ -174,3 +174,33 @@ def test_ema_tracks_params():
     jax.tree.map(lambda e0, p1, e1: np.testing.assert_allclose(e1, 0.5 * e0 + 0.5 * p1, rtol=1e-6),
                  ema_before, after, ema_after)
     assert not np.allclose(before["head"]["kernel"], after["head"]["kernel"])
+
+
+def test_mixed_batch_loss_is_the_weighted_cross_entropy_of_both_labels():
+    rng = np.random.RandomState(3)
+    batch = {**_batches(1)[0], "label_mix": rng.randint(0, 10, BATCH).astype(np.int32),
+             "mix_weight": rng.uniform(0, 1, BATCH).astype(np.float32)}
+    model = zoo.create_model("simple_cnn", drop_rate=0.0)
+    trainer = setup_training(model, optax.sgd(0.0), SHAPE, parallel="jit",
+                             devices=jax.devices()[:1])
+    variables = jax.device_get(trainer.state.variables(trainer.state.params))
+    logits, _ = model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+    w = batch["mix_weight"]
+    mixed = w * cross_entropy(logits, batch["label"], 0.0) + (1 - w) * cross_entropy(
+        logits, batch["label_mix"], 0.0)
+    plain = cross_entropy(logits, batch["label"], 0.0)
+    half = {k: v for k, v in batch.items() if k != "mix_weight"}
+    with pytest.raises(ValueError, match="needs both 'label_mix' and 'mix_weight'"):
+        trainer.train_step(trainer.state, trainer.put_batch(half))
+    _, metrics = trainer.train_step(trainer.state, trainer.put_batch(batch))
+    loss = trainer.metrics_to_host(metrics)["loss"]
+    assert loss == pytest.approx(float(np.mean(mixed)), rel=1e-5)
+    assert abs(loss - float(np.mean(plain))) > 1e-3     # the mix changed the loss
+
+
+def test_mixup_and_cutmix_alphas_are_validated():
+    from zoo.train.config import validate
+
+    assert validate(TrainConfig(mixup_alpha=0.2, cutmix_alpha=1.0)).cutmix_alpha == 1.0
+    with pytest.raises(ValueError, match="mixup_alpha must be >= 0"):
+        validate(TrainConfig(mixup_alpha=-0.1))

@@ -93,6 +93,9 @@ class TrainConfig:
       epochs / steps: training length; give exactly one.
       optimizer, schedule: see their classes.
       label_smoothing: in [0, 1).
+      mixup_alpha, cutmix_alpha: Beta(alpha, alpha) parameters of mixup and
+        cutmix (0 = off; both > 0: one of the two per batch, as timm). The
+        loss is then w * CE(label) + (1 - w) * CE(label_mix) per example.
       ema_decay: decay of an exponential moving average of the params
         (evaluated with `--checkpoint ema`); None = no EMA.
       dtype: model computation dtype; params and optimizer state stay float32.
@@ -125,6 +128,8 @@ class TrainConfig:
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
     ema_decay: float | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
     parallel: Literal["jit", "pmap"] = "jit"
@@ -163,6 +168,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"steps must be positive, got {config.steps}")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(config, key) < 0:
+            raise ValueError(f"{key} must be >= 0 (0 turns it off), got {getattr(config, key)}")
     if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1) or None, got {config.ema_decay}")
     if config.optimizer.learning_rate <= 0:

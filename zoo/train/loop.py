@@ -124,7 +124,8 @@ def _build(config: TrainConfig, workdir: str | os.PathLike) -> _Run:
                   channels=config.channels, data_dir=config.data_dir,
                   num_workers=config.num_workers)
     train_data = make_pipeline(config.dataset, config.train_split, train=True,
-                               augment=config.augment, **common)
+                               augment=config.augment, mixup_alpha=config.mixup_alpha,
+                               cutmix_alpha=config.cutmix_alpha, **common)
     eval_data = make_pipeline(config.dataset, config.eval_split, train=False, **common)
     total = config_lib.total_steps(config, train_data.steps_per_epoch)
     optimizer = create_optimizer(config.optimizer, config.schedule, total_steps=total,

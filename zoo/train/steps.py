@@ -66,7 +66,10 @@ def train_step(
     Args:
       state: the TrainState.
       batch: "image" [batch, height, width, channels], "label" int32 [batch],
-        optional "mask" bool [batch] (rows with False do not count).
+        optional "mask" bool [batch] (rows with False do not count), and
+        optional "label_mix" int32 [batch] with "mix_weight" float32 [batch]
+        (mixup / cutmix, from `zoo.data`): the loss of an example is then
+        w * CE(label) + (1 - w) * CE(label_mix). Accuracy counts `label`.
       axis_name: pmap axis to average over; None under jit.
       label_smoothing: in [0, 1).
       ema_decay: decay for `state.ema_params` (ignored when it is None).
@@ -80,6 +83,9 @@ def train_step(
     mask = batch.get("mask")
     weights = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
     count = jnp.maximum(weights.sum(), 1.0)
+    if ("label_mix" in batch) != ("mix_weight" in batch):
+        raise ValueError(f"a mixed batch needs both 'label_mix' and 'mix_weight'; got keys "
+                         f"{sorted(batch)}")
     has_bn = bool(state.batch_stats)
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
@@ -92,7 +98,12 @@ def train_step(
         else:
             logits = state.apply_fn(variables, images, train=True, rngs=rngs)
             new_stats = state.batch_stats
-        loss = (cross_entropy(logits, labels, label_smoothing) * weights).sum() / count
+        per_example = cross_entropy(logits, labels, label_smoothing)
+        if "label_mix" in batch:
+            mix = batch["mix_weight"].astype(jnp.float32)
+            per_example = (mix * per_example + (1.0 - mix)
+                           * cross_entropy(logits, batch["label_mix"], label_smoothing))
+        loss = (per_example * weights).sum() / count
         return loss, (logits, new_stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
