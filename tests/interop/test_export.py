@@ -4,6 +4,7 @@ commands, and merging pretrained weights into a model with another head."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ import pytest
 
 import zoo
 from zoo.cli import main
-from zoo.interop import (ExportSpec, export_stablehlo, fold_batch_norm, folded_apply,
+from zoo.interop import (ExportSpec, export_saved_model, export_stablehlo, fold_batch_norm,
+                         folded_apply,
                          load_stablehlo, load_torchvision, load_variables, merge_pretrained,
                          trainable_mask)
+from zoo.interop.export import STABLEHLO_FILE
 from zoo.layers.conv_bn_act import ConvBNAct
 from tests.interop.test_loading import fake_resnet18_state_dict
 
@@ -95,6 +98,54 @@ def test_stablehlo_export_folds_batch_norm_and_reloads_for_any_batch(
         np.testing.assert_array_equal(logits.argmax(-1), expected.argmax(-1))
 
 
+def _pixels(batch: int, size: int, channels: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (batch, size, size, channels),
+                                                dtype=np.uint8)
+
+
+def _normalised(pixels: np.ndarray, mean, std) -> np.ndarray:
+    return ((pixels.astype(np.float32) / 255 - np.float32(mean)) / np.float32(std)
+            ).astype(np.float32)
+
+
+def test_stablehlo_export_with_preprocessing_takes_uint8_pixels() -> None:
+    model = TinyBNNet()
+    variables = randomised_stats(model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    spec = ExportSpec(image_size=12, normalize=(mean, std))
+    exported = export_stablehlo(model, variables, spec)
+    assert exported.in_avals[0].dtype == jnp.uint8
+    pixels = _pixels(3, 12, 3)
+    expected = model.apply(variables, _normalised(pixels, mean, std), train=False)
+    np.testing.assert_allclose(exported.call(pixels), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"one mean and one std per channel \(3\)"):
+        export_stablehlo(model, variables, ExportSpec(image_size=12, normalize=((0.5,), (1.0,))))
+    with pytest.raises(ValueError, match="std must be > 0"):
+        export_stablehlo(model, variables, ExportSpec(image_size=12,
+                                                      normalize=(mean, (0.2, 0.0, 0.3))))
+
+
+def test_savedmodel_export_reloads_in_tensorflow_and_matches(tmp_path: Path) -> None:
+    tf = pytest.importorskip("tensorflow", reason="the tf extra: pip install -e '.[tf]'")
+    model = TinyBNNet()
+    variables = randomised_stats(model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
+    out = tmp_path / "saved"
+    export_saved_model(model, variables, ExportSpec(image_size=12), out,
+                       metadata={"model": "tiny"})
+    assert (out / "saved_model.pb").is_file()
+    info = json.loads((out / "export.json").read_text())
+    assert info["format"] == "savedmodel" and info["input_shape"] == ["b", 12, 12, 3]
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    for batch in (1, 3):       # one SavedModel, any batch size
+        x = np.random.default_rng(batch).standard_normal((batch, 12, 12, 3)).astype(np.float32)
+        logits = serve(images=tf.constant(x))["logits"].numpy()
+        expected = np.asarray(model.apply(variables, x, train=False))
+        assert logits.shape == (batch, 5)
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="is not an empty directory"):
+        export_saved_model(model, variables, ExportSpec(image_size=12), out)
+
+
 def test_export_spec_errors_and_fixed_batch() -> None:
     model = TinyBNNet()
     variables = randomised_stats(model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
@@ -132,7 +183,7 @@ def test_convert_then_export_commands(tmp_path: Path, capsys) -> None:
 
     served = tmp_path / "served"
     assert main(["export", "--checkpoint", str(out), "--model", "resnet18", "--image-size",
-                 "32", "--batch-polymorphic", "--out", str(served)]) == 0
+                 "32", "--out", str(served)]) == 0
     info = json.loads((served / "export.json").read_text())
     assert info["model"] == "resnet18" and info["batch_size"] is None
     x = np.ones((2, 32, 32, 3), np.float32)
@@ -140,16 +191,18 @@ def test_convert_then_export_commands(tmp_path: Path, capsys) -> None:
     assert main(["export", "--checkpoint", str(out), "--model", "resnet50", "--out",
                  str(tmp_path / "x")]) == 1
     assert "weights are for 'resnet18'" in capsys.readouterr().err
+    # An export never writes over a directory that holds something.
+    stamp = (served / STABLEHLO_FILE).stat().st_mtime_ns
+    assert main(["export", "--checkpoint", str(out), "--out", str(served)]) == 1
+    assert "is not an empty directory" in capsys.readouterr().err
+    assert (served / STABLEHLO_FILE).stat().st_mtime_ns == stamp
 
 
-def test_savedmodel_without_tensorflow_is_a_clear_error(tmp_path: Path, capsys) -> None:
-    try:
-        import tensorflow  # noqa: F401
-        pytest.skip("TensorFlow is installed; this checks the error without it")
-    except ImportError:
-        pass
+def test_savedmodel_without_tensorflow_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    # A None entry in sys.modules makes `import tensorflow` raise ImportError,
+    # as on a machine without the tf extra, whether or not it is installed here.
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
     out = tmp_path / "converted"
-    (out / "variables").mkdir(parents=True)
     from zoo.interop.export import export_saved_model
 
     model = TinyBNNet()
@@ -199,10 +252,34 @@ def test_export_from_a_training_workdir(tmp_path: Path) -> None:
                  str(served)]) == 0
     info = json.loads((served / "export.json").read_text())
     assert (info["model"], info["num_classes"], info["image_size"]) == ("simple_cnn", 10, 28)
+    assert info["input_shape"] == [4, 28, 28, 1] and info["input_dtype"] == "float32"
     x = np.random.default_rng(0).standard_normal((4, 28, 28, 1)).astype(np.float32)
     model = zoo.create_model("simple_cnn", num_classes=10)
-    expected = model.apply({"params": jax.device_get(params["last"])}, x, train=False)
+    trained = {"params": jax.device_get(params["last"])}
+    expected = model.apply(trained, x, train=False)
     np.testing.assert_allclose(load_stablehlo(served).call(x), expected, rtol=1e-5, atol=1e-5)
+
+    # With --preprocess the export takes raw pixels and applies the run's
+    # dataset statistics (digits: computed from its training pixels).
+    from zoo.data import dataset_info
+
+    stats = dataset_info("digits")
+    raw = tmp_path / "served_raw"
+    assert main(["export", "--workdir", str(workdir), "--preprocess", "--out", str(raw)]) == 0
+    info = json.loads((raw / "export.json").read_text())
+    assert info["input_shape"] == ["b", 28, 28, 1] and info["input_dtype"] == "uint8"
+    np.testing.assert_allclose(info["mean"], stats.mean, rtol=1e-6)
+    pixels = _pixels(2, 28, 1)
+    expected = model.apply(trained, _normalised(pixels, stats.mean, stats.std), train=False)
+    np.testing.assert_allclose(load_stablehlo(raw).call(pixels), expected, rtol=1e-5, atol=1e-5)
+
+    with_tf = pytest.importorskip("tensorflow", reason="the tf extra: pip install -e '.[tf]'")
+    saved = tmp_path / "saved"
+    assert main(["export", "--workdir", str(workdir), "--format", "savedmodel", "--preprocess",
+                 "--out", str(saved)]) == 0
+    serve = with_tf.saved_model.load(str(saved)).signatures["serving_default"]
+    np.testing.assert_allclose(serve(images=with_tf.constant(pixels))["logits"].numpy(),
+                               expected, rtol=1e-4, atol=1e-5)
 
 
 def test_trainable_mask_freezes_the_backbone_in_an_optax_update() -> None:

@@ -2,8 +2,9 @@
 
     zoo convert --from torchvision --model resnet50 --weights resnet50.pth --out weights/r50
     zoo convert --from timm --model vit_tiny_patch16_224 --weights model.safetensors --out w/vit
-    zoo export --checkpoint weights/r50 --format stablehlo --batch-polymorphic --out served/r50
-    zoo export --workdir runs/a --format stablehlo --batch-size 8 --out served/a
+    zoo export --checkpoint weights/r50 --out served/r50          # symbolic batch
+    zoo export --workdir runs/a --format savedmodel --preprocess --out served/a
+    zoo export --workdir runs/a --batch-size 8 --out served/a8     # fixed batch
 """
 
 from __future__ import annotations
@@ -81,16 +82,51 @@ def _restore_workdir(workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         variables["batch_stats"] = state["batch_stats"]
     info = {"model": config["model"], "num_classes": config["num_classes"],
             "overrides": dict(config.get("model_overrides") or ()),
-            "image_size": config.get("image_size"), "step": steps[-1]}
+            "image_size": config.get("image_size"), "step": steps[-1],
+            "dataset": config.get("dataset"), "data_dir": config.get("data_dir")}
     return variables, info
 
 
+def _normalization(args: argparse.Namespace, info: dict[str, Any],
+                   channels: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) the exported function applies to raw pixels, or None.
+
+    --mean/--std win; else a training run's dataset statistics; else
+    ImageNet's for 3 channels (what torchvision and most timm weights expect)."""
+    if not args.preprocess:
+        if args.mean or args.std:
+            raise ValueError("--mean/--std only apply with --preprocess")
+        return None
+    if args.mean or args.std:
+        if not (args.mean and args.std):
+            raise ValueError("--preprocess takes both --mean and --std, or neither")
+        try:
+            return (tuple(float(v) for v in args.mean.split(",")),
+                    tuple(float(v) for v in args.std.split(",")))
+        except ValueError:
+            raise ValueError(f"--mean/--std expect comma-separated numbers, got "
+                             f"{args.mean!r} and {args.std!r}") from None
+    if info.get("dataset"):
+        from zoo.data.sources import dataset_info, stats_for_channels
+
+        data = dataset_info(info["dataset"], data_dir=info.get("data_dir"))
+        mean, std = stats_for_channels(data.mean, data.std, channels)
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if channels == 3:
+        from zoo.data.sources import IMAGENET_MEAN, IMAGENET_STD
+
+        return IMAGENET_MEAN, IMAGENET_STD
+    raise ValueError(f"--preprocess for a {channels}-channel model needs --mean and --std")
+
+
 def _run_export(args: argparse.Namespace) -> int:
-    from zoo.interop.export import ExportSpec, export_saved_model, export_stablehlo, save_stablehlo
+    from zoo.interop.export import (ExportSpec, check_new_directory, export_saved_model,
+                                    export_stablehlo, save_stablehlo)
     from zoo.interop.pretrained import load_variables
     from zoo.registry import create_model, get_entry
 
     try:
+        check_new_directory(Path(args.out))
         if args.workdir:
             variables, info = _restore_workdir(Path(args.workdir))
         else:
@@ -101,17 +137,19 @@ def _run_export(args: argparse.Namespace) -> int:
         model = create_model(model_name, num_classes=info["num_classes"], **info["overrides"])
         size = (args.image_size or info.get("image_size") or info["overrides"].get("image_size")
                 or get_entry(model_name).input_size)
-        batch = None if args.batch_polymorphic else args.batch_size
-        spec = ExportSpec(image_size=size, channels=model.in_channels, batch_size=batch)
+        spec = ExportSpec(image_size=size, channels=model.in_channels, batch_size=args.batch_size,
+                          normalize=_normalization(args, info, model.in_channels))
         metadata = {"model": model_name, "num_classes": info["num_classes"],
-                    "image_size": size, "batch_size": batch, "folded_batch_norm": args.fold}
+                    "image_size": size, "batch_size": args.batch_size,
+                    "folded_batch_norm": args.fold}
         if args.format == "savedmodel":
-            out = export_saved_model(model, variables, spec, args.out, fold=args.fold)
+            out = export_saved_model(model, variables, spec, args.out, fold=args.fold,
+                                     metadata=metadata)
         else:
             platforms = args.platforms.split(",") if args.platforms else None
             exported = export_stablehlo(model, variables, spec, fold=args.fold,
                                         platforms=platforms)
-            out = save_stablehlo(exported, args.out, metadata)
+            out = save_stablehlo(exported, args.out, metadata, spec)
     except ValueError as error:
         print(f"zoo export: {error}", file=sys.stderr)
         return 1
@@ -144,10 +182,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True, help="output directory")
     export.add_argument("--image-size", type=int, default=None,
                         help="input height and width (default: the run's or the model's)")
-    export.add_argument("--batch-polymorphic", action="store_true",
-                        help="symbolic batch dimension (one export serves any batch)")
-    export.add_argument("--batch-size", type=int, default=1,
-                        help="fixed batch size when not --batch-polymorphic")
+    export.add_argument("--batch-size", type=int, default=None,
+                        help="fixed batch size (default: a symbolic batch dimension, so one "
+                             "export serves any batch)")
+    export.add_argument("--preprocess", action="store_true",
+                        help="the export takes uint8 pixels and normalises them itself "
+                             "(the run's dataset statistics, else ImageNet's)")
+    export.add_argument("--mean", default=None, help="with --preprocess: per-channel means, "
+                                                     "e.g. 0.5,0.5,0.5")
+    export.add_argument("--std", default=None, help="with --preprocess: per-channel stds")
     export.add_argument("--no-fold", dest="fold", action="store_false",
                         help="keep BatchNorm as is instead of folding it into the convs")
     export.add_argument("--platforms", default=None,
