@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # pytest-xdist workers: one per core keeps the 2-core CI machine busy.
 TEST_WORKERS ?= auto
 
-.PHONY: train test test-interop install install-dev install-torch clean
+.PHONY: train test test-interop install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,15 +16,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The tests need every extra: torch, torchvision and timm for the weight-import
+# parity tests, TensorFlow for the SavedModel export test (about 5.6 GB more
+# than `make train`'s install; see the README's Tests section).
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,torch,tf]"
 	touch $@ $(VENV)/.installed
-
-# The torch extra (torch, torchvision, timm: about 4.2 GB) is only for weight
-# import and the PyTorch comparison; tests/interop skips without it.
-$(VENV)/.installed-torch: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,torch]"
-	touch $@ $(VENV)/.installed $(VENV)/.installed-dev
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -35,8 +32,9 @@ train: install
 test: install-dev
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -q
 
-test-interop: $(VENV)/.installed-torch
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -q tests/interop
+# Only the weight import / export tests (they are part of `make test` too).
+test-interop: install-dev
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -q tests/interop
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache

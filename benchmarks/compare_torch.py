@@ -162,6 +162,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", default="infer,train")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {VARIANTS}")
+    p.add_argument("--train-variants", default=None,
+                   help="PyTorch variants for train mode (default: --variants); e.g. "
+                        "eager,channels_last where torch.compile's CPU train step compiles "
+                        "for longer than the run is worth")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--buffers", type=int, default=3)
@@ -185,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_missing:
         names = [n for n in names if n in list_models()]
     variants = [v for v in args.variants.split(",") if v]
-    for v in variants:
+    train_variants = ([v for v in args.train_variants.split(",") if v]
+                      if args.train_variants is not None else variants)
+    for v in (*variants, *train_variants):
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r}; expected some of {VARIANTS}")
     missing = [n for n in names if n not in torchvision.models.list_models()]
@@ -206,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         append_jsonl(args.out / "zoo.jsonl", row)
         zoo_rows.append(row)
         print(f"zoo   {config.label}: {row['status']} {row['images_per_s']}", file=sys.stderr)
-        for variant in variants:
+        for variant in (train_variants if config.mode == "train" else variants):
             trow = time_torch(args, config.model, config.mode, variant, config.image_size)
             append_jsonl(args.out / "torch.jsonl", trow)
             torch_rows.append(trow)

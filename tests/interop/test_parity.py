@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import numpy as np
 import pytest
 
@@ -28,6 +27,8 @@ timm = pytest.importorskip("timm")
 
 import zoo  # noqa: E402
 from zoo.interop import load_timm, load_torchvision  # noqa: E402
+
+from tests.models.helpers import eval_apply, eval_overrides, eval_size, model_group  # noqa: E402
 
 BATCH = 2
 RELATIVE_TOLERANCE = 1e-4
@@ -105,6 +106,10 @@ def build_reference(case: Case) -> torch.nn.Module:
     """The reference model with random weights, in eval mode."""
     name = case.reference or case.model
     kwargs = dict(case.reference_kwargs)
+    # Deterministic weights: an unseeded draw made some runs of deep models
+    # (timm seresnet101) ill-conditioned enough that float32 rounding alone,
+    # in torch as in Zoo, came near the tolerance.
+    torch.manual_seed(0)
     if case.library == TV:
         model = getattr(torchvision.models, name)(weights=None, **kwargs)
     else:
@@ -144,10 +149,11 @@ def check_parity(case: Case) -> None:
     with torch.no_grad():
         expected = reference(torch.from_numpy(images)).numpy()
     load = load_torchvision if case.library == TV else load_timm
-    overrides = dict(case.overrides)
-    variables = load(case.model, reference.state_dict(), **overrides)
-    model = zoo.create_model(case.model, **overrides)
-    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    # The Zoo side is the registry contract's float32 eval pass (one compile
+    # per process serves both), so the case must use its fields and size.
+    assert (case.overrides, case.size) == (eval_overrides(case.model), eval_size(case.model))
+    variables = load(case.model, reference.state_dict(), **dict(case.overrides))
+    apply = eval_apply(case.model, case.overrides)
     logits = np.asarray(apply(variables, images.transpose(0, 2, 3, 1)))
     assert logits.shape == expected.shape
     relative = np.abs(logits - expected).max() / np.abs(expected).max()
@@ -155,14 +161,17 @@ def check_parity(case: Case) -> None:
     np.testing.assert_array_equal(logits.argmax(-1), expected.argmax(-1))
 
 
-@pytest.mark.parametrize("case", DEFAULT_CASES,
-                         ids=lambda c: c.id if isinstance(c, Case) else None)
+def _grouped(cases: tuple[Case, ...]) -> list[Any]:
+    return [pytest.param(c, marks=model_group(c.model), id=c.id) for c in cases]
+
+
+@pytest.mark.parametrize("case", _grouped(DEFAULT_CASES))
 def test_parity(case: Case) -> None:
     check_parity(case)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", SLOW_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", _grouped(SLOW_CASES))
 def test_parity_slow(case: Case) -> None:
     check_parity(case)
 

@@ -25,6 +25,9 @@ import zoo.counting
 from zoo import registry
 from zoo.registry import synthetic_variables
 
+from tests.models.helpers import (eval_apply, eval_overrides, eval_size, init_shapes_of,
+                                  model_group)
+
 ALL_MODELS = zoo.list_models(include_test_only=True)
 # Models whose compiled passes take more than a few seconds on a 2-core CPU.
 LARGE_PARAMS = 30_000_000
@@ -35,8 +38,11 @@ def _is_large(name: str) -> bool:
     return entry.reference_params is not None and entry.reference_params > LARGE_PARAMS
 
 
-def _params(names):
-    return [pytest.param(n, marks=pytest.mark.slow) if _is_large(n) else n for n in names]
+def _params(names, *, mark_large_slow: bool = True):
+    """One pytest param per model, in the model's xdist group; large ones slow."""
+    return [pytest.param(n, marks=[model_group(n), *(
+                [pytest.mark.slow] if mark_large_slow and _is_large(n) else [])], id=n)
+            for n in names]
 
 
 def _small_input(name: str, batch: int = 2) -> jax.ShapeDtypeStruct:
@@ -45,24 +51,22 @@ def _small_input(name: str, batch: int = 2) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct((batch, size, size, model.in_channels), jnp.float32)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", _params(ALL_MODELS, mark_large_slow=False))
 def test_param_count_matches_reference(name):
     entry = registry.get_entry(name)
     if entry.test_only:
         assert entry.reference_params is None
         return
     assert entry.reference_params is not None, f"{name} has no reference count"
-    model = zoo.create_model(name)
-    shape = registry.input_shape(name)
-    variables = registry.init_shapes(model, shape)
+    variables = init_shapes_of(name, registry.input_shape(name))
     assert zoo.counting.count_params(variables["params"]) == entry.reference_params
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", _params(ALL_MODELS, mark_large_slow=False))
 def test_bad_inputs_raise_value_error_naming_expected_shape(name):
     model = zoo.create_model(name)
     size, channels = model.min_input_size, model.in_channels
-    good = registry.init_shapes(model, (1, size, size, channels))
+    good = init_shapes_of(name, (1, size, size, channels))
     bad_shapes = {
         "rank": (size, size, channels),
         "channels": (1, size, size, channels + 2),
@@ -75,23 +79,23 @@ def test_bad_inputs_raise_value_error_naming_expected_shape(name):
         assert "NHWC" in str(info.value)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", _params(ALL_MODELS, mark_large_slow=False))
 def test_features_and_num_classes(name):
-    model = zoo.create_model(name, num_classes=5)
+    model = zoo.create_model(name, num_classes=3)
     x = _small_input(name)
-    variables = registry.init_shapes(model, x.shape)
+    variables = init_shapes_of(name, x.shape, (("num_classes", 3),))
     logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
-    assert logits.shape == (2, 5) and logits.dtype == jnp.float32
+    assert logits.shape == (2, 3) and logits.dtype == jnp.float32
     features = jax.eval_shape(
         lambda v, x: model.apply(v, x, train=False, return_features=True), variables, x)
     assert features.ndim == 2 and features.shape[0] == 2
 
 
-def _init(model, shape):
+def _init(name, shape, overrides=()):
     # Host-filled variables of the right shapes: compiling `model.init` (its
     # forward pass plus random-number kernels) would cost as much as the passes
     # under test. Initialisers themselves are checked in the family tests.
-    return synthetic_variables(registry.init_shapes(model, shape))
+    return synthetic_variables(init_shapes_of(name, shape, tuple(overrides)))
 
 
 @pytest.mark.parametrize("name", _params(ALL_MODELS))
@@ -103,7 +107,7 @@ def test_train_forward_backward_every_param_gets_a_gradient(name):
         # (tests/models/test_<family>.py check drop path itself).
         model = zoo.create_model(name, num_classes=3, drop_path_rate=0.0)
     shape = _small_input(name).shape
-    variables = _init(model, shape)
+    variables = _init(name, shape, (("num_classes", 3),))
     images = jax.random.normal(jax.random.key(1), shape)
 
     @jax.jit
@@ -130,14 +134,17 @@ def test_train_forward_backward_every_param_gets_a_gradient(name):
 
 @pytest.mark.parametrize("name", _params(ALL_MODELS))
 def test_eval_forward_float32_and_bfloat16(name):
-    shape = _small_input(name).shape
+    # The float32 pass is the one the parity tests (tests/interop) run on
+    # imported weights: same model fields and input shape, one compile.
+    overrides, size = eval_overrides(name), eval_size(name)
+    f32 = zoo.create_model(name, **dict(overrides))
+    bf16 = zoo.create_model(name, dtype=jnp.bfloat16, **dict(overrides))
+    shape = (2, size, size, f32.in_channels)
     images = jax.random.normal(jax.random.key(1), shape)
-    f32 = zoo.create_model(name, num_classes=3)
-    bf16 = zoo.create_model(name, num_classes=3, dtype=jnp.bfloat16)
-    variables = _init(f32, shape)
-    out32 = jax.jit(lambda v, x: f32.apply(v, x, train=False))(variables, images)
+    variables = _init(name, shape, overrides)
+    out32 = eval_apply(name, overrides)(variables, images)
     out16 = jax.jit(lambda v, x: bf16.apply(v, x, train=False))(variables, images)
-    assert out32.shape == out16.shape == (2, 3)
+    assert out32.shape == out16.shape == (2, f32.num_classes)
     assert out16.dtype == jnp.float32, "logits are returned in float32 whatever the dtype"
     assert np.all(np.isfinite(np.asarray(out32))) and np.all(np.isfinite(np.asarray(out16)))
     # bf16 params stay float32: mixed precision keeps the master copy exact.
