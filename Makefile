@@ -19,8 +19,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # The tests need every extra: torch, torchvision and timm for the weight-import
 # parity tests, TensorFlow for the SavedModel export test (about 5.6 GB more
 # than `make train`'s install; see the README's Tests section).
+# --no-compile: byte-compiling every module of torch and TensorFlow costs about
+# a minute, and the tests import a small part of them.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,torch,tf]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[dev,torch,tf]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

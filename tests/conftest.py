@@ -26,3 +26,10 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 # of the user's ~/.cache (a fresh directory per test process, shared with the
 # subprocesses it starts).
 os.environ.setdefault("ZOO_COMPILATION_CACHE", tempfile.mkdtemp(prefix="zoo-test-jax-cache-"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (longest-processing-time-first scheduling): with two
+    xdist workers the run then ends on short tests spread over both workers,
+    not on one long compile while the other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

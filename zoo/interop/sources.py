@@ -9,8 +9,11 @@ with `zoo convert`.
 
 `top1` is the ImageNet-1k validation top-1 (%) the source publishes for the
 weights at `eval_size` (torchvision's weights tables; timm's
-results-imagenet.csv). Zoo's own evaluation pipeline may differ slightly in
-resizing and cropping.
+results/results-imagenet.csv, checked against its copy at commit 0173a139).
+Only values read from those tables are listed: timm's newer
+mobilenetv1_100.ra4_e3600_r224_in1k weights (which `zoo convert --from timm
+--model mobilenet_v1` imports) are not in that copy, so they have no entry.
+Zoo's own evaluation pipeline may differ slightly in resizing and cropping.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ WEIGHT_SOURCES: tuple[WeightSource, ...] = (
     _S("resnet34", _TV, "ResNet34_Weights.IMAGENET1K_V1", 73.314),
     _S("resnet50", _TV, "ResNet50_Weights.IMAGENET1K_V1", 76.130),
     _S("resnet50", _TV, "ResNet50_Weights.IMAGENET1K_V2", 80.858, eval_size=224),
-    _S("resnet50", "timm", "resnet50.a1_in1k", 81.22, eval_size=288),
+    _S("resnet50", "timm", "resnet50.a1_in1k", 81.214, eval_size=288),
     _S("resnet101", _TV, "ResNet101_Weights.IMAGENET1K_V1", 77.374),
     _S("resnet101", _TV, "ResNet101_Weights.IMAGENET1K_V2", 81.886),
     _S("resnet152", _TV, "ResNet152_Weights.IMAGENET1K_V1", 78.312),
@@ -72,14 +75,13 @@ WEIGHT_SOURCES: tuple[WeightSource, ...] = (
     _S("wide_resnet50_2", _TV, "Wide_ResNet50_2_Weights.IMAGENET1K_V2", 81.602),
     _S("wide_resnet101_2", _TV, "Wide_ResNet101_2_Weights.IMAGENET1K_V1", 78.848),
     _S("wide_resnet101_2", _TV, "Wide_ResNet101_2_Weights.IMAGENET1K_V2", 82.510),
-    _S("seresnet50", "timm", "seresnet50.ra2_in1k", 80.27, eval_size=288),
+    _S("seresnet50", "timm", "seresnet50.ra2_in1k", 81.284, eval_size=288),
     _S("googlenet", _TV, "GoogLeNet_Weights.IMAGENET1K_V1", 69.778),
     _S("inception_v3", _TV, "Inception_V3_Weights.IMAGENET1K_V1", 77.294, eval_size=299),
     _S("densenet121", _TV, "DenseNet121_Weights.IMAGENET1K_V1", 74.434),
     _S("densenet161", _TV, "DenseNet161_Weights.IMAGENET1K_V1", 77.138),
     _S("densenet169", _TV, "DenseNet169_Weights.IMAGENET1K_V1", 75.600),
     _S("densenet201", _TV, "DenseNet201_Weights.IMAGENET1K_V1", 76.896),
-    _S("mobilenet_v1", "timm", "mobilenetv1_100.ra4_e3600_r224_in1k", 75.4),
     _S("mobilenet_v2", _TV, "MobileNet_V2_Weights.IMAGENET1K_V1", 71.878),
     _S("mobilenet_v2", _TV, "MobileNet_V2_Weights.IMAGENET1K_V2", 72.154),
     _S("mobilenet_v3_small", _TV, "MobileNet_V3_Small_Weights.IMAGENET1K_V1", 67.668),
@@ -94,8 +96,8 @@ WEIGHT_SOURCES: tuple[WeightSource, ...] = (
     _S("efficientnet_b5", _TV, "EfficientNet_B5_Weights.IMAGENET1K_V1", 83.444, eval_size=456),
     _S("efficientnet_b6", _TV, "EfficientNet_B6_Weights.IMAGENET1K_V1", 84.008, eval_size=528),
     _S("efficientnet_b7", _TV, "EfficientNet_B7_Weights.IMAGENET1K_V1", 84.122, eval_size=600),
-    _S("vit_tiny_patch16_224", "timm", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", 75.45),
-    _S("vit_small_patch16_224", "timm", "vit_small_patch16_224.augreg_in21k_ft_in1k", 81.40),
+    _S("vit_tiny_patch16_224", "timm", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", 75.454),
+    _S("vit_small_patch16_224", "timm", "vit_small_patch16_224.augreg_in21k_ft_in1k", 81.384),
     _S("vit_b_16", _TV, "ViT_B_16_Weights.IMAGENET1K_V1", 81.072),
     _S("vit_b_16", _TV, "ViT_B_16_Weights.IMAGENET1K_SWAG_LINEAR_V1", 81.886),
     _S("vit_b_16", _TV, "ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1", 85.304, eval_size=384,
@@ -106,7 +108,7 @@ WEIGHT_SOURCES: tuple[WeightSource, ...] = (
     _S("vit_l_16", _TV, "ViT_L_16_Weights.IMAGENET1K_SWAG_E2E_V1", 88.064, eval_size=512,
        overrides=(("image_size", 512),)),
     _S("convnext_tiny", _TV, "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", 82.520),
-    _S("convnext_tiny", "timm", "convnext_tiny.fb_in1k", 82.07),
+    _S("convnext_tiny", "timm", "convnext_tiny.fb_in1k", 82.698, eval_size=288),
     _S("convnext_small", _TV, "ConvNeXt_Small_Weights.IMAGENET1K_V1", 83.616),
     _S("convnext_base", _TV, "ConvNeXt_Base_Weights.IMAGENET1K_V1", 84.062),
 )
