@@ -16,6 +16,7 @@ that are not depthwise NHWC convolutions go to `lax.conv_general_dilated`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,36 +38,89 @@ def _is_depthwise(lhs: jax.Array, rhs: jax.Array, feature_group_count: int,
             and (lhs_dilation is None or all(d == 1 for d in lhs_dilation)))
 
 
-def shifted_depthwise_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
-                           padding: Sequence[tuple[int, int]],
-                           dilation: Sequence[int] = (1, 1)) -> jax.Array:
+def _windows(padded: jax.Array, kernel_hw: tuple[int, int], strides: Sequence[int],
+             dilation: Sequence[int], out_hw: tuple[int, int]):
+    """Yields (i, j, window): the strided slice of `padded` that kernel tap
+    (i, j) multiplies, [batch, out_h, out_w, channels]."""
+    (kh, kw), (sh, sw), (dh, dw), (out_h, out_w) = kernel_hw, strides, dilation, out_hw
+    batch, channels = padded.shape[0], padded.shape[3]
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, lax.slice(
+                padded, (0, i * dh, j * dw, 0),
+                (batch, i * dh + sh * (out_h - 1) + 1, j * dw + sw * (out_w - 1) + 1, channels),
+                (1, sh, sw, 1))
+
+
+def _output_hw(padded_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
+               dilation: Sequence[int]) -> tuple[int, int]:
+    return tuple((p - d * (k - 1) - 1) // s + 1  # type: ignore[return-value]
+                 for p, k, s, d in zip(padded_hw, kernel_hw, strides, dilation))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def shifted_depthwise_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                           padding: tuple[tuple[int, int], tuple[int, int]],
+                           dilation: tuple[int, int] = (1, 1)) -> jax.Array:
     """Depthwise convolution as a sum of kh * kw shifted, strided slices.
 
     Args:
       x: [batch, height, width, channels].
       kernel: [kh, kw, 1, channels].
       strides, dilation: (sh, sw), (dh, dw).
-      padding: ((top, bottom), (left, right)).
+      padding: ((top, bottom), (left, right)), each >= 0.
 
     Returns:
       [batch, out_height, out_width, channels], accumulated in float32 and
       returned in x's dtype (as XLA's convolution does).
+
+    The gradient is written by hand (`_backward`): differentiating the slices
+    would pad every tap's cotangent back to the input's size (kh * kw full
+    buffers), which is slower to run and to compile.
     """
-    kh, kw = kernel.shape[:2]
-    (sh, sw), (dh, dw) = strides, dilation
     padded = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    out_h = (padded.shape[1] - dh * (kh - 1) - 1) // sh + 1
-    out_w = (padded.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    out_hw = _output_hw(padded.shape[1:3], kernel.shape[:2], strides, dilation)
     weights = kernel[:, :, 0, :].astype(jnp.float32)
-    total = jnp.zeros((x.shape[0], out_h, out_w, x.shape[3]), jnp.float32)
+    total = jnp.zeros((x.shape[0], *out_hw, x.shape[3]), jnp.float32)
+    for i, j, window in _windows(padded, kernel.shape[:2], strides, dilation, out_hw):
+        total = total + window.astype(jnp.float32) * weights[i, j]
+    return total.astype(x.dtype)
+
+
+def _forward(x, kernel, strides, padding, dilation):
+    return shifted_depthwise_conv(x, kernel, strides, padding, dilation), (x, kernel)
+
+
+def _backward(strides, padding, dilation, residuals, grad):
+    """d/dkernel: kh * kw reductions of window * grad. d/dx: the cotangent,
+    dilated by the strides, correlated with the flipped kernel (one shifted sum
+    over the padded input's extent), then cropped to x."""
+    x, kernel = residuals
+    (kh, kw), (sh, sw), (dh, dw) = kernel.shape[:2], strides, dilation
+    (top, bottom), (left, right) = padding
+    grad32 = grad.astype(jnp.float32)
+    padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    out_hw = grad.shape[1:3]
+    taps = [jnp.sum(window.astype(jnp.float32) * grad32, axis=(0, 1, 2))
+            for _, _, window in _windows(padded, (kh, kw), strides, dilation, out_hw)]
+    kernel_grad = jnp.stack(taps).reshape(kh, kw, 1, -1).astype(kernel.dtype)
+
+    padded_h, padded_w = padded.shape[1:3]
+    dilated_h, dilated_w = (out_hw[0] - 1) * sh + 1, (out_hw[1] - 1) * sw + 1
+    spread = lax.pad(grad32, jnp.float32(0), (
+        (0, 0, 0), ((kh - 1) * dh, padded_h - dilated_h, sh - 1),
+        ((kw - 1) * dw, padded_w - dilated_w, sw - 1), (0, 0, 0)))
+    weights = kernel[:, :, 0, :].astype(jnp.float32)
+    padded_grad = jnp.zeros(padded.shape, jnp.float32)
     for i in range(kh):
         for j in range(kw):
-            window = lax.slice(
-                padded, (0, i * dh, j * dw, 0),
-                (x.shape[0], i * dh + sh * (out_h - 1) + 1, j * dw + sw * (out_w - 1) + 1,
-                 x.shape[3]), (1, sh, sw, 1))
-            total = total + window.astype(jnp.float32) * weights[i, j]
-    return total.astype(x.dtype)
+            r, c = (kh - 1 - i) * dh, (kw - 1 - j) * dw
+            padded_grad = padded_grad + spread[:, r:r + padded_h, c:c + padded_w, :] * weights[i, j]
+    x_grad = padded_grad[:, top:top + x.shape[1], left:left + x.shape[2], :].astype(x.dtype)
+    return x_grad, kernel_grad
+
+
+shifted_depthwise_conv.defvjp(_forward, _backward)
 
 
 def depthwise_conv_general_dilated(
@@ -92,6 +146,9 @@ def depthwise_conv_general_dilated(
         dilated = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], dilation)]
         padding = lax.padtype_to_pads(lhs.shape[1:3], dilated, window_strides, padding)
     pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+
+    if any(p < 0 for pair in pads for p in pair):
+        return xla(lhs, rhs)       # negative padding (cropping): XLA's conv handles it
 
     def shifted(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
         return shifted_depthwise_conv(lhs, rhs, tuple(window_strides), pads, dilation)
