@@ -67,3 +67,16 @@ def test_bfloat16_accumulates_in_float32():
     assert out.dtype == jnp.bfloat16
     want = _xla(x.astype(jnp.float32), kernel.astype(jnp.float32), (1, 1), ((1, 1), (1, 1)))
     np.testing.assert_allclose(out.astype(jnp.float32), want, rtol=2e-2, atol=2e-2)
+
+
+def test_default_dimension_numbers_are_nchw_and_go_to_xla():
+    # lax's default layout is NCHW/OIHW; this shape would also pass the NHWC
+    # depthwise checks (last dims equal the group count), so it must not be
+    # mistaken for one.
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((1, 4, 5, 4)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((4, 1, 1, 4)), jnp.float32)
+    args = ((1, 1), ((0, 0), (0, 0)))
+    want = lax.conv_general_dilated(x, kernel, *args, feature_group_count=4)
+    got = depthwise_conv_general_dilated(x, kernel, *args, feature_group_count=4)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
