@@ -16,6 +16,7 @@ import pytest
 
 import zoo
 from zoo.cli import main
+from zoo.data.transforms import normalize
 from zoo.interop import (ExportSpec, export_saved_model, export_stablehlo, fold_batch_norm,
                          folded_apply,
                          load_stablehlo, load_torchvision, load_variables, merge_pretrained,
@@ -104,8 +105,9 @@ def _pixels(batch: int, size: int, channels: int, seed: int = 0) -> np.ndarray:
 
 
 def _normalised(pixels: np.ndarray, mean, std) -> np.ndarray:
-    return ((pixels.astype(np.float32) / 255 - np.float32(mean)) / np.float32(std)
-            ).astype(np.float32)
+    """What the training pipeline feeds the model for these pixels."""
+    images = [normalize(image, np.float32(mean), np.float32(std)) for image in pixels]
+    return np.stack(images)
 
 
 def test_stablehlo_export_with_preprocessing_takes_uint8_pixels() -> None:

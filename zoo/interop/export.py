@@ -81,12 +81,15 @@ def inference_function(model: nn.Module, variables: Mapping[str, Any], *,
         apply = lambda images: model.apply(frozen, images, train=False)  # noqa: E731
     if normalize is None:
         return apply
+    from zoo.data.transforms import normalize as normalize_pixels
+
     mean = np.asarray(normalize[0], np.float32)
     std = np.asarray(normalize[1], np.float32)
 
     def preprocess_and_apply(pixels: jax.Array) -> jax.Array:
-        images = (pixels.astype(jnp.float32) * np.float32(1 / 255) - mean) / std
-        return apply(images)
+        # The training pipeline's own normalisation (it is array-agnostic), so
+        # the export sees exactly the inputs the model was trained on.
+        return apply(normalize_pixels(pixels, mean, std))
     return preprocess_and_apply
 
 
