@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
-from zoo.layers.depthwise import depthwise_conv_general_dilated, shifted_depthwise_conv
+from zoo.layers.depthwise import shifted_depthwise_conv
 
 
 def _xla(x, kernel, strides, padding, dilation=(1, 1)):
@@ -45,20 +44,6 @@ def test_shifted_equals_xla_values_and_gradients(kernel_size, strides, padding, 
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
-def test_nn_conv_drop_in_uses_the_shifted_form_on_cpu_only_for_depthwise():
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 9, 9, 4)), jnp.float32)
-    for groups, features in ((4, 4), (2, 4), (1, 8)):    # depthwise, grouped, dense
-        fast = nn.Conv(features, (3, 3), padding="SAME", feature_group_count=groups,
-                       conv_general_dilated=depthwise_conv_general_dilated)
-        plain = nn.Conv(features, (3, 3), padding="SAME", feature_group_count=groups)
-        variables = plain.init(jax.random.key(0), x)
-        np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x),
-                                   rtol=1e-5, atol=1e-5)
-        hlo = jax.jit(fast.apply).lower(variables, x).as_text()
-        # On CPU the depthwise case has no convolution op left; the others keep it.
-        assert ("convolution" in hlo) == (groups != features or jax.default_backend() != "cpu")
-
-
 def test_bfloat16_accumulates_in_float32():
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((1, 8, 8, 3)), jnp.bfloat16)
@@ -67,16 +52,3 @@ def test_bfloat16_accumulates_in_float32():
     assert out.dtype == jnp.bfloat16
     want = _xla(x.astype(jnp.float32), kernel.astype(jnp.float32), (1, 1), ((1, 1), (1, 1)))
     np.testing.assert_allclose(out.astype(jnp.float32), want, rtol=2e-2, atol=2e-2)
-
-
-def test_default_dimension_numbers_are_nchw_and_go_to_xla():
-    # lax's default layout is NCHW/OIHW; this shape would also pass the NHWC
-    # depthwise checks (last dims equal the group count), so it must not be
-    # mistaken for one.
-    rng = np.random.default_rng(2)
-    x = jnp.asarray(rng.standard_normal((1, 4, 5, 4)), jnp.float32)
-    kernel = jnp.asarray(rng.standard_normal((4, 1, 1, 4)), jnp.float32)
-    args = ((1, 1), ((0, 0), (0, 0)))
-    want = lax.conv_general_dilated(x, kernel, *args, feature_group_count=4)
-    got = depthwise_conv_general_dilated(x, kernel, *args, feature_group_count=4)
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

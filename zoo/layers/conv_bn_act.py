@@ -13,7 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from zoo.layers.depthwise import depthwise_conv_general_dilated
+from zoo.layers.cpu_conv import conv_general_dilated
 
 # He-normal with fan_out, the initialisation torchvision uses for convolutions.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -76,8 +76,8 @@ class ConvBNAct(nn.Module):
             padding=padding,
             kernel_dilation=self.dilation,
             feature_group_count=self.groups,
-            # Depthwise convs: a fast formulation on CPU, XLA's conv elsewhere.
-            conv_general_dilated=depthwise_conv_general_dilated,
+            # On CPU, forms XLA runs faster (zoo.layers.cpu_conv); XLA's conv elsewhere.
+            conv_general_dilated=conv_general_dilated,
             use_bias=self.use_bias,
             kernel_init=conv_kernel_init,
             dtype=self.dtype,

@@ -1,45 +1,33 @@
-"""Depthwise convolution that is fast on CPU; a drop-in for `lax.conv_general_dilated`.
+"""Depthwise convolution written for XLA's CPU backend: k*k shifted multiply-adds.
 
 XLA's CPU backend runs a depthwise convolution (`feature_group_count` equal
 to the channel count) through a generic grouped-convolution loop: on a 2-core
 x86 machine a 3x3 depthwise conv of [8, 56, 56, 144] took 127 ms forward and
 782 ms forward+backward, against 4.6 ms and 93 ms for the same arithmetic
 written as k*k shifted multiply-adds with the hand-written gradient below
-(benchmarks/NOTES.md, entry 1). MobileNet, EfficientNet and ConvNeXt are made of such
-convolutions, so on CPU Zoo uses the shifted form; every other backend (GPU,
-TPU) keeps XLA's convolution, which cuDNN / the TPU compiler handle well.
+(benchmarks/NOTES.md, entry 1). MobileNet, EfficientNet and ConvNeXt are made
+of such convolutions.
 
-Pass `conv_general_dilated=depthwise_conv_general_dilated` to `nn.Conv`:
-parameters, shapes and results are unchanged (a kernel [kh, kw, 1, C]); calls
-that are not depthwise NHWC convolutions go to `lax.conv_general_dilated`.
+Models do not call this directly: `zoo.layers.cpu_conv.conv_general_dilated`,
+the drop-in for `lax.conv_general_dilated` that `nn.Conv` is given, routes
+depthwise NHWC convolutions here when lowering for CPU; GPU and TPU keep XLA's
+convolution. Parameters, shapes and results are those of XLA's convolution
+(a kernel [kh, kw, 1, C]).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-Padding = str | Sequence[tuple[int, int]]
 
-
-def _is_depthwise(lhs: jax.Array, rhs: jax.Array, feature_group_count: int,
-                  lhs_dilation: Sequence[int] | None, dimension_numbers: Any) -> bool:
-    # Only explicit NHWC/HWIO numbers (what flax passes): None means NCHW/OIHW.
-    nhwc = (isinstance(dimension_numbers, lax.ConvDimensionNumbers)
-            and dimension_numbers == lax.conv_dimension_numbers(
-                lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
-    return (nhwc and lhs.ndim == 4 and rhs.ndim == 4 and feature_group_count > 1
-            and rhs.shape[2] == 1 and rhs.shape[3] == feature_group_count == lhs.shape[3]
-            and (lhs_dilation is None or all(d == 1 for d in lhs_dilation)))
-
-
-def _windows(padded: jax.Array, kernel_hw: tuple[int, int], strides: Sequence[int],
-             dilation: Sequence[int], out_hw: tuple[int, int]):
+def strided_windows(padded: jax.Array, kernel_hw: tuple[int, int], strides: Sequence[int],
+                    dilation: Sequence[int], out_hw: tuple[int, int]
+                    ) -> Iterator[tuple[int, int, jax.Array]]:
     """Yields (i, j, window): the strided slice of `padded` that kernel tap
     (i, j) multiplies, [batch, out_h, out_w, channels]."""
     (kh, kw), (sh, sw), (dh, dw), (out_h, out_w) = kernel_hw, strides, dilation, out_hw
@@ -82,7 +70,7 @@ def shifted_depthwise_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, 
     out_hw = _output_hw(padded.shape[1:3], kernel.shape[:2], strides, dilation)
     weights = kernel[:, :, 0, :].astype(jnp.float32)
     total = jnp.zeros((x.shape[0], *out_hw, x.shape[3]), jnp.float32)
-    for i, j, window in _windows(padded, kernel.shape[:2], strides, dilation, out_hw):
+    for i, j, window in strided_windows(padded, kernel.shape[:2], strides, dilation, out_hw):
         total = total + window.astype(jnp.float32) * weights[i, j]
     return total.astype(x.dtype)
 
@@ -102,7 +90,7 @@ def _backward(strides, padding, dilation, residuals, grad):
     padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     out_hw = grad.shape[1:3]
     taps = [jnp.sum(window.astype(jnp.float32) * grad32, axis=(0, 1, 2))
-            for _, _, window in _windows(padded, (kh, kw), strides, dilation, out_hw)]
+            for _, _, window in strided_windows(padded, (kh, kw), strides, dilation, out_hw)]
     kernel_grad = jnp.stack(taps).reshape(kh, kw, 1, -1).astype(kernel.dtype)
 
     padded_h, padded_w = padded.shape[1:3]
@@ -121,36 +109,3 @@ def _backward(strides, padding, dilation, residuals, grad):
 
 
 shifted_depthwise_conv.defvjp(_forward, _backward)
-
-
-def depthwise_conv_general_dilated(
-        lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Padding,
-        lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
-        dimension_numbers: Any = None, feature_group_count: int = 1,
-        batch_group_count: int = 1, precision: Any = None,
-        preferred_element_type: Any = None) -> jax.Array:
-    """`lax.conv_general_dilated`, with depthwise NHWC convolutions computed by
-    `shifted_depthwise_conv` when lowered for CPU."""
-    def xla(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-        return lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count, batch_group_count=batch_group_count,
-            precision=precision, preferred_element_type=preferred_element_type)
-
-    if (batch_group_count != 1 or preferred_element_type is not None
-            or not _is_depthwise(lhs, rhs, feature_group_count, lhs_dilation, dimension_numbers)):
-        return xla(lhs, rhs)
-    dilation = tuple(rhs_dilation) if rhs_dilation is not None else (1, 1)
-    if isinstance(padding, str):
-        dilated = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], dilation)]
-        padding = lax.padtype_to_pads(lhs.shape[1:3], dilated, window_strides, padding)
-    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-
-    if any(p < 0 for pair in pads for p in pair):
-        return xla(lhs, rhs)       # negative padding (cropping): XLA's conv handles it
-
-    def shifted(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-        return shifted_depthwise_conv(lhs, rhs, tuple(window_strides), pads, dilation)
-
-    return lax.platform_dependent(lhs, rhs, cpu=shifted, default=xla)

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.layers.depthwise import depthwise_conv_general_dilated
+from zoo.layers.cpu_conv import conv_general_dilated
 from zoo.layers.drop_path import DropPath
 from zoo.layers.layer_scale import LayerScale
 from zoo.layers.mlp import Mlp, dense_kernel_init
@@ -53,7 +53,7 @@ class CNBlock(nn.Module):
         """x: [batch, height, width, channels] -> same shape."""
         channels = x.shape[-1]
         y = nn.Conv(channels, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=channels,
-                    conv_general_dilated=depthwise_conv_general_dilated,
+                    conv_general_dilated=conv_general_dilated,
                     kernel_init=dense_kernel_init, dtype=self.dtype,
                     param_dtype=self.param_dtype, name="dwconv")(x)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype,

@@ -1,0 +1,107 @@
+"""The CPU forms of `zoo.layers.cpu_conv.conv_general_dilated` equal XLA's
+convolution, values and gradients, and are chosen only where they apply."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from zoo.layers.cpu_conv import conv_general_dilated, dense_conv, pointwise_conv
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _numbers(x, kernel):
+    return lax.conv_dimension_numbers(x.shape, kernel.shape, NHWC)
+
+
+def _random(shape, seed, dtype=jnp.float32):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
+
+
+def _value_and_grads(conv, x, kernel, strides, padding, dilation, groups):
+    def loss(x, kernel):
+        y = conv(x, kernel, strides, padding, rhs_dilation=dilation,
+                 dimension_numbers=_numbers(x, kernel), feature_group_count=groups)
+        return jnp.sum(jnp.sin(y)), y
+    (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, kernel)
+    return y, grads
+
+
+@pytest.mark.parametrize("kernel_size,in_ch,out_ch,strides,padding,dilation,groups", [
+    (1, 6, 10, (1, 1), ((0, 0), (0, 0)), (1, 1), 1),   # pointwise, expanding
+    (1, 10, 6, (2, 2), ((0, 0), (0, 0)), (1, 1), 1),   # strided shortcut, odd input
+    (3, 4, 5, (1, 1), ((1, 1), (1, 1)), (1, 1), 1),    # dense 3x3, grad transposed once
+    (3, 4, 40, (1, 2), ((0, 1), (2, 0)), (2, 1), 1),   # asymmetric; windows transposed
+    (7, 3, 8, (2, 2), ((3, 3), (3, 3)), (1, 1), 1),    # an RGB stem
+    (3, 4, 6, (1, 1), "SAME", (1, 1), 2),              # grouped: XLA's
+    (3, 4, 4, (2, 2), ((1, 1), (1, 1)), (1, 1), 4),    # depthwise
+    (1, 4, 4, (1, 1), ((1, 1), (0, 0)), (1, 1), 1),    # padded 1x1: the dense form
+])
+def test_equals_xla_values_and_gradients(kernel_size, in_ch, out_ch, strides, padding,
+                                         dilation, groups):
+    x = _random((2, 11, 10, in_ch), kernel_size)
+    kernel = _random((kernel_size, kernel_size, in_ch // groups, out_ch), kernel_size + 1)
+    want, want_grads = _value_and_grads(lax.conv_general_dilated, x, kernel, strides,
+                                        padding, dilation, groups)
+    got, got_grads = jax.jit(lambda x, k: _value_and_grads(
+        conv_general_dilated, x, k, strides, padding, dilation, groups))(x, kernel)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("groups,features,kernel,padding,xla_ops", [
+    (4, 4, 3, "SAME", 0),                # depthwise: shifted multiply-adds
+    (1, 8, 1, "VALID", 0),               # pointwise: a dot
+    (1, 8, 3, "SAME", 1),                # dense 3x3: XLA's forward conv
+    (2, 4, 3, "SAME", 1),                # grouped: XLA's
+])
+def test_nn_conv_drop_in_picks_the_cpu_form(groups, features, kernel, padding, xla_ops):
+    x = _random((2, 9, 9, 4), 0)
+    fast = nn.Conv(features, (kernel, kernel), padding=padding, feature_group_count=groups,
+                   conv_general_dilated=conv_general_dilated)
+    plain = nn.Conv(features, (kernel, kernel), padding=padding, feature_group_count=groups)
+    variables = plain.init(jax.random.key(0), x)
+    np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x),
+                               rtol=1e-5, atol=1e-5)
+    hlo = jax.jit(fast.apply).lower(variables, x).compile().as_text()
+    convs = hlo.count(" convolution(")
+    assert convs == (xla_ops if jax.default_backend() == "cpu" else 1)
+
+
+def test_default_dimension_numbers_are_nchw_and_go_to_xla():
+    # lax's default layout is NCHW/OIHW; this shape would also pass the NHWC
+    # depthwise checks (last dims equal the group count), so it must not be
+    # mistaken for one.
+    x = _random((1, 4, 5, 4), 2)
+    kernel = _random((4, 1, 1, 4), 3)
+    args = ((1, 1), ((0, 0), (0, 0)))
+    want = lax.conv_general_dilated(x, kernel, *args, feature_group_count=4)
+    got = conv_general_dilated(x, kernel, *args, feature_group_count=4)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_negative_padding_goes_to_xla():
+    x, kernel = _random((1, 6, 6, 2), 4), _random((3, 3, 2, 3), 5)
+    pads = ((-1, 1), (0, 0))
+    want = lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_numbers(x, kernel))
+    got = conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_numbers(x, kernel))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_forms_keep_the_dtype_and_match_float32():
+    x, kernel = _random((2, 8, 8, 6), 6, jnp.bfloat16), _random((1, 1, 6, 5), 7, jnp.bfloat16)
+    out = pointwise_conv(x, kernel)
+    assert out.dtype == jnp.bfloat16
+    want = pointwise_conv(x.astype(jnp.float32), kernel.astype(jnp.float32))
+    np.testing.assert_allclose(out.astype(jnp.float32), want, rtol=3e-2, atol=3e-2)
+    kernel3 = _random((3, 3, 6, 5), 8, jnp.bfloat16)
+    grads = jax.grad(lambda x, k: jnp.sum(dense_conv(x, k, (1, 1), ((1, 1), (1, 1))).astype(
+        jnp.float32)), argnums=(0, 1))(x, kernel3)
+    assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]

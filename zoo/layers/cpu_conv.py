@@ -1,0 +1,181 @@
+"""Convolutions that are fast on XLA's CPU backend; a drop-in for `lax.conv_general_dilated`.
+
+Pass `conv_general_dilated=conv_general_dilated` (this module's) to `nn.Conv`.
+Parameters, shapes and results are those of `lax.conv_general_dilated`; when
+the computation is lowered for CPU, NHWC/HWIO convolutions take a form that
+XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1 and 4):
+
+| convolution | on CPU | why |
+|---|---|---|
+| depthwise (`groups == channels`) | `shifted_depthwise_conv` (zoo.layers.depthwise) | XLA's grouped-conv loop is 25x slower |
+| 1x1, groups 1, no padding | a matrix product, `pointwise_conv` | XLA's 1x1 kernel gradient is ~8x slower than a dot |
+| other dense (groups 1) | XLA's conv forward and input gradient; `dense_conv`'s kernel gradient as kh * kw dots | XLA's kernel-gradient conv is slow for wide windows (7x7/2 stem: 197 ms -> 88 ms) |
+| anything else (grouped, dilated input, NCHW) | XLA's conv | |
+
+Other backends (GPU, TPU) always get `lax.conv_general_dilated`: the choice is
+made by `lax.platform_dependent` at lowering time, so one jitted function is
+right on every platform and exported artefacts carry both branches.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from zoo.layers.depthwise import shifted_depthwise_conv, strided_windows
+
+Padding = str | Sequence[tuple[int, int]]
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
+              dilation: tuple[int, int]) -> jax.Array:
+    return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _kernel_grad_dot(x: jax.Array, grad: jax.Array) -> jax.Array:
+    """sum over batch and space of x[..., c] * grad[..., o] -> [c, o].
+
+    XLA feeds the dot a transposed copy of its left operand; transposing the
+    narrower of the two arrays is cheaper (a 64 -> 256 1x1 conv in a
+    bottleneck: 127 -> 72 ms for forward + backward with its BatchNorms)."""
+    if x.shape[-1] <= grad.shape[-1]:
+        return jnp.einsum("nhwc,nhwo->co", x, grad)
+    return jnp.einsum("nhwo,nhwc->oc", grad, x).T
+
+
+@jax.custom_vjp
+def pointwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A 1x1 convolution as a matrix product.
+
+    Args:
+      x: [batch, height, width, in_channels].
+      kernel: [1, 1, in_channels, out_channels].
+
+    Returns:
+      [batch, height, width, out_channels] in the dtype of x and kernel.
+    """
+    return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
+
+
+def _pointwise_forward(x, kernel):
+    return pointwise_conv(x, kernel), (x, kernel)
+
+
+def _pointwise_backward(residuals, grad):
+    x, kernel = residuals
+    x_grad = jnp.einsum("nhwo,co->nhwc", grad, kernel[0, 0])
+    kernel_grad = _kernel_grad_dot(x, grad)[None, None]
+    return x_grad.astype(x.dtype), kernel_grad.astype(kernel.dtype)
+
+
+pointwise_conv.defvjp(_pointwise_forward, _pointwise_backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
+               dilation: tuple[int, int] = (1, 1)) -> jax.Array:
+    """XLA's NHWC convolution (groups 1) with a kernel gradient made of dots.
+
+    Args:
+      x: [batch, height, width, in_channels].
+      kernel: [kh, kw, in_channels, out_channels].
+      strides, dilation: (sh, sw), (dh, dw).
+      padding: ((top, bottom), (left, right)), each >= 0.
+
+    Returns:
+      [batch, out_height, out_width, out_channels].
+
+    Forward and input gradient are XLA's; the kernel gradient is one dot per
+    kernel tap, d/dkernel[i, j] = window(i, j)^T @ grad, instead of XLA's
+    convolution over the batch.
+    """
+    return _xla_conv(x, kernel, strides, padding, dilation)
+
+
+def _dense_forward(x, kernel, strides, padding, dilation):
+    return dense_conv(x, kernel, strides, padding, dilation), (x, kernel)
+
+
+def _dense_backward(strides, padding, dilation, residuals, grad):
+    x, kernel = residuals
+    _, x_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding, dilation), x)
+    (x_grad,) = x_vjp(grad)
+    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    windows = [w for _, _, w in strided_windows(padded, kernel.shape[:2], strides, dilation,
+                                                 grad.shape[1:3])]
+    kh, kw, in_channels, out_channels = kernel.shape
+    if out_channels <= kh * kw * in_channels:
+        # Transpose grad once rather than every window (see _kernel_grad_dot).
+        grad_t = grad.reshape(-1, out_channels).T
+        taps = [(grad_t @ w.reshape(-1, in_channels)).T for w in windows]
+    else:                                  # few input channels (an RGB stem)
+        taps = [_kernel_grad_dot(w, grad) for w in windows]
+    kernel_grad = jnp.stack(taps).reshape(kernel.shape)
+    return x_grad, kernel_grad.astype(kernel.dtype)
+
+
+dense_conv.defvjp(_dense_forward, _dense_backward)
+
+
+def _explicit_pads(padding: Padding, in_hw: Sequence[int], kernel_hw: Sequence[int],
+                   strides: Sequence[int], dilation: Sequence[int]) -> Pads:
+    if isinstance(padding, str):
+        dilated = [(k - 1) * d + 1 for k, d in zip(kernel_hw, dilation)]
+        padding = lax.padtype_to_pads(in_hw, dilated, strides, padding)
+    (top, bottom), (left, right) = padding
+    return (int(top), int(bottom)), (int(left), int(right))
+
+
+def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pads,
+              dilation: tuple[int, int], groups: int):
+    """The CPU computation for this convolution, or None to keep XLA's."""
+    if groups > 1:
+        if rhs.shape[2] == 1 and rhs.shape[3] == groups == lhs.shape[3]:
+            return lambda x, k: shifted_depthwise_conv(x, k, strides, pads, dilation)
+        return None                            # grouped (ResNeXt): XLA's
+    if rhs.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
+        sh, sw = strides
+        return lambda x, k: pointwise_conv(x[:, ::sh, ::sw, :], k)
+    return lambda x, k: dense_conv(x, k, strides, pads, dilation)
+
+
+def conv_general_dilated(
+        lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Padding,
+        lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
+        dimension_numbers: Any = None, feature_group_count: int = 1,
+        batch_group_count: int = 1, precision: Any = None,
+        preferred_element_type: Any = None) -> jax.Array:
+    """`lax.conv_general_dilated`, computed in CPU-friendly form when lowered for CPU
+    (see the module docstring); every other call and platform is XLA's conv."""
+    def xla(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+            precision=precision, preferred_element_type=preferred_element_type)
+
+    # Only explicit NHWC/HWIO numbers (what flax passes): None means NCHW/OIHW.
+    nhwc = (isinstance(dimension_numbers, lax.ConvDimensionNumbers)
+            and lhs.ndim == rhs.ndim == 4
+            and dimension_numbers == lax.conv_dimension_numbers(
+                lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
+    if (not nhwc or batch_group_count != 1 or preferred_element_type is not None
+            or (lhs_dilation is not None and any(d != 1 for d in lhs_dilation))):
+        return xla(lhs, rhs)
+    strides = (int(window_strides[0]), int(window_strides[1]))
+    dilation = (tuple(int(d) for d in rhs_dilation) if rhs_dilation is not None
+                else (1, 1))
+    pads = _explicit_pads(padding, lhs.shape[1:3], rhs.shape[:2], strides, dilation)
+    if any(p < 0 for pair in pads for p in pair):
+        return xla(lhs, rhs)       # negative padding (cropping): XLA's conv handles it
+    cpu = _cpu_form(lhs, rhs, strides, pads, dilation, feature_group_count)  # type: ignore[arg-type]
+    if cpu is None:
+        return xla(lhs, rhs)
+    return lax.platform_dependent(lhs, rhs, cpu=cpu, default=xla)
