@@ -225,4 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from zoo.runtime import keep_freed_host_memory
+
+    keep_freed_host_memory()     # before JAX starts (zoo.runtime)
     sys.exit(main())

@@ -87,4 +87,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from zoo.runtime import keep_freed_host_memory
+
+    keep_freed_host_memory()     # before JAX starts (zoo.runtime)
     main()

@@ -77,5 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.run(args)
 
 
-if __name__ == "__main__":
+def entrypoint() -> None:
+    """The installed `zoo` script: process settings first (zoo.runtime), then `main`."""
+    from zoo.runtime import keep_freed_host_memory
+
+    keep_freed_host_memory()     # before JAX starts its threads
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -23,10 +23,14 @@ def environment() -> dict[str, Any]:
     Keys: backend, device_kind, num_devices, jax_version, jaxlib_version,
     flax_version, optax_version, python_version, xla_flags, compilation_cache
     (whether JAX's persistent compilation cache is on: compile_s may then be
-    a cache read, not a compile). Nothing that names
+    a cache read, not a compile), host_malloc ("kept" when
+    `zoo.runtime.keep_freed_host_memory` is in effect, else "system": on CPU
+    it changes step times). Nothing that names
     the machine (hostname, user, paths) is recorded.
     """
     import jax
+
+    from zoo.runtime import host_malloc_kept
 
     device = jax.devices()[0]
     return {
@@ -40,4 +44,5 @@ def environment() -> dict[str, Any]:
         "python_version": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "compilation_cache": bool(jax.config.jax_compilation_cache_dir),
+        "host_malloc": "kept" if host_malloc_kept() else "system",
     }

@@ -64,6 +64,7 @@ ROW_SCHEMA: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("python_version", (str,), ""),
     ("xla_flags", (str,), "XLA_FLAGS at run time"),
     ("compilation_cache", (bool,), "JAX persistent compilation cache on (compile_s may be a cache read)"),
+    ("host_malloc", (str,), "'kept' under zoo.runtime.keep_freed_host_memory, else 'system'"),
     ("step_ms_samples", (list,), "every timed step, ms (JSON lines only; not in CSV)"),
 )
 ROW_KEYS: tuple[str, ...] = tuple(key for key, _, _ in ROW_SCHEMA)
@@ -160,7 +161,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         first = rows[0]
         lines.append(f"Device: {first['device_kind']} x{first['num_devices']} "
                      f"({first['backend']}), jax {first['jax_version']}, "
-                     f"flax {first['flax_version']}, XLA_FLAGS={first['xla_flags']!r}\n")
+                     f"flax {first['flax_version']}, XLA_FLAGS={first['xla_flags']!r}, "
+                     f"host malloc {first.get('host_malloc') or 'system'}\n")
     lines.append("| " + " | ".join(MARKDOWN_HEADER) + " |")
     lines.append("|" + "---|" * len(MARKDOWN_HEADER))
     lines += ["| " + " | ".join(markdown_row(row)) + " |" for row in rows]

@@ -1,0 +1,74 @@
+"""Process-wide settings for fast steps on XLA's CPU backend.
+
+XLA's CPU client allocates each execution's scratch memory (1.5 GB for a
+resnet50 training step at batch 8) with `malloc` and frees it when the step
+ends. glibc hands blocks that large straight back to the kernel (`munmap`),
+so the next step takes a page fault on every 4 KiB page of its scratch
+again: 386,000 faults per resnet50 step, about 0.4 s of a 2.4 s step on a
+2-core VM (benchmarks/NOTES.md, entry 4). PyTorch's eager ops allocate
+tensors one at a time, each small enough for glibc to keep.
+
+`keep_freed_host_memory()` tells glibc to keep freed memory mapped (no
+`mmap` for large blocks, one arena, no trimming below 2 GiB), so from the
+third step on the scratch is reused without faults. The cost: the process
+keeps its peak heap until it exits. The `zoo` command and the benchmark
+scripts call it before JAX starts; library users call it themselves, first
+thing, or set the equivalent environment variables before Python starts:
+
+    MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647
+
+Set `ZOO_SYSTEM_MALLOC=1` to leave the allocator alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+# mallopt parameters, from glibc's <malloc.h>.
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+M_ARENA_MAX = -8
+# mallopt takes an int, so 2 GiB - 1 is the largest trim threshold it accepts.
+TRIM_THRESHOLD_BYTES = 2**31 - 1
+
+OPT_OUT_VARIABLE = "ZOO_SYSTEM_MALLOC"
+
+_applied = False
+
+
+def host_malloc_kept() -> bool:
+    """Whether `keep_freed_host_memory` has changed this process's allocator."""
+    return _applied
+
+
+def keep_freed_host_memory() -> bool:
+    """Make glibc keep freed memory, so XLA's per-step scratch is not re-faulted.
+
+    Call it before JAX runs anything (its worker threads pick their malloc
+    arena on first use). Idempotent.
+
+    Returns:
+      True if the allocator now keeps freed memory; False where this does not
+      apply (not Linux with glibc) or `ZOO_SYSTEM_MALLOC` is set to a
+      non-empty value other than "0".
+    """
+    global _applied
+    if _applied:
+        return True
+    if os.environ.get(OPT_OUT_VARIABLE, "0") not in ("", "0"):
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc_path = ctypes.util.find_library("c")
+    if libc_path is None:
+        return False
+    mallopt = ctypes.CDLL(libc_path).mallopt
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # mallopt returns 1 on success; all three or the setting is not coherent.
+    ok = all(mallopt(param, value) == 1 for param, value in (
+        (M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)))
+    _applied = ok
+    return ok
