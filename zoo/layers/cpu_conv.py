@@ -9,7 +9,7 @@ XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1 and 4):
 |---|---|---|
 | depthwise (`groups == channels`) | `shifted_depthwise_conv` (zoo.layers.depthwise) | XLA's grouped-conv loop is 25x slower |
 | 1x1, groups 1, no padding | a matrix product, `pointwise_conv` | XLA's 1x1 kernel gradient is ~8x slower than a dot |
-| other dense (groups 1) | XLA's conv forward and input gradient; `dense_conv`'s kernel gradient as kh * kw dots | XLA's kernel-gradient conv is slow for wide windows (7x7/2 stem: 197 ms -> 88 ms) |
+| other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as dots | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 197 ms -> 88 ms; 3x3 at 7x7x512: 22 -> 15 ms) |
 | anything else (grouped, dilated input, NCHW) | XLA's conv | |
 
 Other backends (GPU, TPU) always get `lax.conv_general_dilated`: the choice is
@@ -94,7 +94,8 @@ def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
 
     Forward and input gradient are XLA's; the kernel gradient is one dot per
     kernel tap, d/dkernel[i, j] = window(i, j)^T @ grad, instead of XLA's
-    convolution over the batch.
+    convolution over the batch (for few input channels, one dot of all the
+    windows side by side).
     """
     return _xla_conv(x, kernel, strides, padding, dilation)
 
@@ -114,11 +115,12 @@ def _dense_backward(strides, padding, dilation, residuals, grad):
     if out_channels <= kh * kw * in_channels:
         # Transpose grad once rather than every window (see _kernel_grad_dot).
         grad_t = grad.reshape(-1, out_channels).T
-        taps = [(grad_t @ w.reshape(-1, in_channels)).T for w in windows]
-    else:                                  # few input channels (an RGB stem)
-        taps = [_kernel_grad_dot(w, grad) for w in windows]
-    kernel_grad = jnp.stack(taps).reshape(kernel.shape)
-    return x_grad, kernel_grad.astype(kernel.dtype)
+        kernel_grad = jnp.stack([(grad_t @ w.reshape(-1, in_channels)).T for w in windows])
+    else:
+        # Few input channels (an RGB stem): one dot over all taps' windows
+        # side by side, [.., kh * kw * in_channels], instead of kh * kw thin ones.
+        kernel_grad = _kernel_grad_dot(jnp.concatenate(windows, axis=-1), grad)
+    return x_grad, kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
 
 
 dense_conv.defvjp(_dense_forward, _dense_backward)
