@@ -36,7 +36,8 @@ def _value_and_grads(conv, x, kernel, strides, padding, dilation, groups):
     (1, 6, 10, (1, 1), ((0, 0), (0, 0)), (1, 1), 1),   # pointwise, expanding
     (1, 10, 6, (2, 2), ((0, 0), (0, 0)), (1, 1), 1),   # strided shortcut, odd input
     (3, 4, 5, (1, 1), ((1, 1), (1, 1)), (1, 1), 1),    # dense 3x3, grad transposed once
-    (3, 4, 40, (1, 2), ((0, 1), (2, 0)), (2, 1), 1),   # asymmetric; few inputs: one dot
+    (3, 6, 5, (2, 2), ((1, 1), (1, 1)), (1, 1), 1),    # 6x5 output: im2col forward and dx
+    (3, 4, 40, (1, 2), ((0, 1), (2, 0)), (2, 1), 1),   # asymmetric, 8x5; few inputs: one dot
     (7, 3, 8, (2, 2), ((3, 3), (3, 3)), (1, 1), 1),    # a 7x7/2 stem shape
     (3, 4, 6, (1, 1), "SAME", (1, 1), 2),              # grouped: XLA's
     (3, 4, 4, (2, 2), ((1, 1), (1, 1)), (1, 1), 4),    # depthwise
@@ -56,14 +57,15 @@ def test_equals_xla_values_and_gradients(kernel_size, in_ch, out_ch, strides, pa
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("groups,features,kernel,padding,xla_ops", [
-    (4, 4, 3, "SAME", 0),                # depthwise: shifted multiply-adds
-    (1, 8, 1, "VALID", 0),               # pointwise: a dot
-    (1, 8, 3, "SAME", 1),                # dense 3x3: XLA's forward conv
-    (2, 4, 3, "SAME", 1),                # grouped: XLA's
+@pytest.mark.parametrize("size,groups,features,kernel,padding,xla_ops", [
+    (9, 4, 4, 3, "SAME", 0),             # depthwise: shifted multiply-adds
+    (9, 1, 8, 1, "VALID", 0),            # pointwise: a dot
+    (9, 1, 8, 3, "SAME", 1),             # dense 3x3: XLA's forward conv
+    (7, 1, 8, 3, "SAME", 0),             # dense, 7x7 output or less: im2col dot
+    (9, 2, 4, 3, "SAME", 1),             # grouped: XLA's
 ])
-def test_nn_conv_drop_in_picks_the_cpu_form(groups, features, kernel, padding, xla_ops):
-    x = _random((2, 9, 9, 4), 0)
+def test_nn_conv_drop_in_picks_the_cpu_form(size, groups, features, kernel, padding, xla_ops):
+    x = _random((2, size, size, 4), 0)
     fast = nn.Conv(features, (kernel, kernel), padding=padding, feature_group_count=groups,
                    conv_general_dilated=conv_general_dilated)
     plain = nn.Conv(features, (kernel, kernel), padding=padding, feature_group_count=groups)

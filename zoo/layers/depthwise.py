@@ -40,7 +40,7 @@ def strided_windows(padded: jax.Array, kernel_hw: tuple[int, int], strides: Sequ
                 (1, sh, sw, 1))
 
 
-def _output_hw(padded_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
+def output_hw(padded_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
                dilation: Sequence[int]) -> tuple[int, int]:
     return tuple((p - d * (k - 1) - 1) // s + 1  # type: ignore[return-value]
                  for p, k, s, d in zip(padded_hw, kernel_hw, strides, dilation))
@@ -67,7 +67,7 @@ def shifted_depthwise_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, 
     buffers), which is slower to run and to compile.
     """
     padded = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    out_hw = _output_hw(padded.shape[1:3], kernel.shape[:2], strides, dilation)
+    out_hw = output_hw(padded.shape[1:3], kernel.shape[:2], strides, dilation)
     weights = kernel[:, :, 0, :].astype(jnp.float32)
     total = jnp.zeros((x.shape[0], *out_hw, x.shape[3]), jnp.float32)
     for i, j, window in strided_windows(padded, kernel.shape[:2], strides, dilation, out_hw):
