@@ -18,6 +18,13 @@ rows), comparison.md (also printed): throughput of each and Zoo / best PyTorch.
 
 from __future__ import annotations
 
+# Before anything imports JAX: glibc fixes its arena limit when a second
+# thread first allocates, and importing JAX starts one (zoo.runtime).
+if __name__ == "__main__":
+    from zoo.runtime import keep_freed_host_memory
+
+    keep_freed_host_memory()
+
 import argparse
 import sys
 import time
@@ -225,7 +232,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from zoo.runtime import keep_freed_host_memory
-
-    keep_freed_host_memory()     # before JAX starts (zoo.runtime)
     sys.exit(main())

@@ -11,6 +11,13 @@ separately and excluded from images/s.
 
 from __future__ import annotations
 
+# Before anything imports JAX: glibc fixes its arena limit when a second
+# thread first allocates, and importing JAX starts one (zoo.runtime).
+if __name__ == "__main__":
+    from zoo.runtime import keep_freed_host_memory
+
+    keep_freed_host_memory()
+
 import argparse
 import json
 import os
@@ -87,7 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from zoo.runtime import keep_freed_host_memory
-
-    keep_freed_host_memory()     # before JAX starts (zoo.runtime)
     main()

@@ -12,8 +12,10 @@ tensors one at a time, each small enough for glibc to keep.
 `mmap` for large blocks, one arena, no trimming below 2 GiB), so from the
 third step on the scratch is reused without faults. The cost: the process
 keeps its peak heap until it exits. The `zoo` command and the benchmark
-scripts call it before JAX starts; library users call it themselves, first
-thing, or set the equivalent environment variables before Python starts:
+scripts call it before anything imports JAX (`import zoo` does not import
+JAX until a model is asked for); library users call it themselves, before
+importing jax, or set the equivalent environment variables before Python
+starts:
 
     MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647
 
@@ -26,6 +28,8 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import sys
+import warnings
 
 # mallopt parameters, from glibc's <malloc.h>.
 M_TRIM_THRESHOLD = -1
@@ -47,8 +51,9 @@ def host_malloc_kept() -> bool:
 def keep_freed_host_memory() -> bool:
     """Make glibc keep freed memory, so XLA's per-step scratch is not re-faulted.
 
-    Call it before JAX runs anything (its worker threads pick their malloc
-    arena on first use). Idempotent.
+    Call it before anything imports JAX: importing JAX starts a thread, and
+    glibc fixes its arena limit the first time a second thread allocates
+    (a RuntimeWarning says when JAX was imported first). Idempotent.
 
     Returns:
       True if the allocator now keeps freed memory; False where this does not
@@ -65,6 +70,14 @@ def keep_freed_host_memory() -> bool:
     libc_path = ctypes.util.find_library("c")
     if libc_path is None:
         return False
+    if "jax" in sys.modules:
+        warnings.warn(
+            "zoo.runtime.keep_freed_host_memory() called after JAX was imported: importing "
+            "JAX starts a thread, and glibc may already have fixed its malloc arena limit, "
+            "so XLA's step scratch may still be page-faulted every step. Call it before "
+            "importing jax or anything that imports it, or set MALLOC_ARENA_MAX=1 "
+            "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 before Python starts.",
+            RuntimeWarning, stacklevel=2)
     mallopt = ctypes.CDLL(libc_path).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # mallopt returns 1 on success; all three or the setting is not coherent.
