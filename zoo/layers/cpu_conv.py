@@ -20,7 +20,7 @@ right on every platform and exported artefacts carry both branches.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -45,6 +45,13 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding
               dilation: tuple[int, int]) -> jax.Array:
     return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _windows(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
+             padding: Pads, dilation: tuple[int, int], out_hw: tuple[int, int]) -> list[jax.Array]:
+    """The kh * kw strided windows of x padded, each [batch, out_h, out_w, in_channels]."""
+    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    return [w for _, _, w in strided_windows(padded, kernel_hw, strides, dilation, out_hw)]
 
 
 def _kernel_grad_dot(x: jax.Array, grad: jax.Array) -> jax.Array:
@@ -102,15 +109,15 @@ def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
 
     Forward and input gradient are XLA's (for outputs of at most
     SMALL_OUTPUT_PIXELS, one dot over the windows side by side and its
-    transpose); the kernel gradient is one dot per kernel tap, d/dkernel[i, j] = window(i, j)^T @ grad, instead of XLA's
-    convolution over the batch (for few input channels, one dot of all the
-    windows side by side).
+    transpose); the kernel gradient is one dot per kernel tap,
+    d/dkernel[i, j] = window(i, j)^T @ grad, instead of XLA's convolution over
+    the batch (for few input channels, one dot of all the windows side by side).
     """
-    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    out_hw = _output_hw(padded.shape[1:3], kernel.shape[:2], strides, dilation)
+    padded_hw = (x.shape[1] + sum(padding[0]), x.shape[2] + sum(padding[1]))
+    out_hw = _output_hw(padded_hw, kernel.shape[:2], strides, dilation)
     if out_hw[0] * out_hw[1] > SMALL_OUTPUT_PIXELS:
         return _xla_conv(x, kernel, strides, padding, dilation)
-    windows = [w for _, _, w in strided_windows(padded, kernel.shape[:2], strides, dilation, out_hw)]
+    windows = _windows(x, kernel.shape[:2], strides, padding, dilation, out_hw)
     return jnp.einsum("nhwk,ko->nhwo", jnp.concatenate(windows, axis=-1),
                       kernel.reshape(-1, kernel.shape[3]))
 
@@ -146,9 +153,7 @@ def _dense_backward(strides, padding, dilation, residuals, grad):
         (x_grad,) = x_vjp(grad)
     else:
         x_grad = _small_input_grad(x, kernel, grad, strides, padding, dilation)
-    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    windows = [w for _, _, w in strided_windows(padded, kernel.shape[:2], strides, dilation,
-                                                 grad.shape[1:3])]
+    windows = _windows(x, kernel.shape[:2], strides, padding, dilation, grad.shape[1:3])
     kh, kw, in_channels, out_channels = kernel.shape
     if out_channels <= kh * kw * in_channels:
         # Transpose grad once rather than every window (see _kernel_grad_dot).
@@ -174,7 +179,8 @@ def _explicit_pads(padding: Padding, in_hw: Sequence[int], kernel_hw: Sequence[i
 
 
 def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pads,
-              dilation: tuple[int, int], groups: int):
+              dilation: tuple[int, int], groups: int
+              ) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
     """The CPU computation for this convolution, or None to keep XLA's."""
     if groups > 1:
         if rhs.shape[2] == 1 and rhs.shape[3] == groups == lhs.shape[3]:
@@ -210,12 +216,12 @@ def conv_general_dilated(
             or (lhs_dilation is not None and any(d != 1 for d in lhs_dilation))):
         return xla(lhs, rhs)
     strides = (int(window_strides[0]), int(window_strides[1]))
-    dilation = (tuple(int(d) for d in rhs_dilation) if rhs_dilation is not None
+    dilation = ((int(rhs_dilation[0]), int(rhs_dilation[1])) if rhs_dilation is not None
                 else (1, 1))
     pads = _explicit_pads(padding, lhs.shape[1:3], rhs.shape[:2], strides, dilation)
     if any(p < 0 for pair in pads for p in pair):
         return xla(lhs, rhs)       # negative padding (cropping): XLA's conv handles it
-    cpu = _cpu_form(lhs, rhs, strides, pads, dilation, feature_group_count)  # type: ignore[arg-type]
+    cpu = _cpu_form(lhs, rhs, strides, pads, dilation, feature_group_count)
     if cpu is None:
         return xla(lhs, rhs)
     return lax.platform_dependent(lhs, rhs, cpu=cpu, default=xla)

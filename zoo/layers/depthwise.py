@@ -41,7 +41,8 @@ def strided_windows(padded: jax.Array, kernel_hw: tuple[int, int], strides: Sequ
 
 
 def output_hw(padded_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
-               dilation: Sequence[int]) -> tuple[int, int]:
+              dilation: Sequence[int]) -> tuple[int, int]:
+    """(out_h, out_w) of a VALID convolution over an already padded input."""
     return tuple((p - d * (k - 1) - 1) // s + 1  # type: ignore[return-value]
                  for p, k, s, d in zip(padded_hw, kernel_hw, strides, dilation))
 
