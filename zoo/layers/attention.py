@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.dense import flat_dot_general
 from zoo.layers.mlp import dense_kernel_init
 
 
@@ -71,7 +72,7 @@ class MultiHeadSelfAttention(nn.Module):
         head_dim = width // self.num_heads
         dense = lambda features, use_bias, name: nn.Dense(  # noqa: E731
             features, use_bias=use_bias, kernel_init=self.kernel_init, dtype=self.dtype,
-            param_dtype=self.param_dtype, name=name)
+            param_dtype=self.param_dtype, dot_general=flat_dot_general, name=name)
         qkv = dense(3 * width, self.qkv_bias, "qkv")(x)
         qkv = qkv.reshape(batch, tokens, 3, self.num_heads, head_dim)
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.dense import flat_dot_general
+
 # timm and torchvision initialise transformer / ConvNeXt linears with
 # trunc_normal_(std=0.02) truncated at +-2 in absolute value, i.e. at 100
 # standard deviations: a plain normal in practice.
@@ -58,7 +60,7 @@ class Mlp(nn.Module):
         out_features = x.shape[-1] if self.out_features is None else self.out_features
         dense = lambda features, name: nn.Dense(  # noqa: E731
             features, kernel_init=self.kernel_init, dtype=self.dtype,
-            param_dtype=self.param_dtype, name=name)
+            param_dtype=self.param_dtype, dot_general=flat_dot_general, name=name)
         x = self.act(dense(self.hidden_features, "fc1")(x))
         x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
         x = dense(out_features, "fc2")(x)

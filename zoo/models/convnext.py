@@ -85,7 +85,8 @@ class Patchify(nn.Module):
                             param_dtype=self.param_dtype, name="norm")
         conv = nn.Conv(self.features, (self.patch, self.patch), strides=self.patch,
                        padding="VALID", kernel_init=dense_kernel_init, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name="conv")
+                       param_dtype=self.param_dtype, conv_general_dilated=conv_general_dilated,
+                       name="conv")
         return conv(norm(x)) if self.norm_first else norm(conv(x))
 
 

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.layers.attention import MultiHeadSelfAttention
+from zoo.layers.cpu_conv import conv_general_dilated
 from zoo.layers.drop_path import DropPath
 from zoo.layers.mlp import Mlp, dense_kernel_init
 from zoo.layers.validation import check_images
@@ -168,8 +169,8 @@ class VisionTransformer(nn.Module):
         x = x.astype(self.dtype)
         p = self.patch_size
         x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
-                    kernel_init=patch_kernel_init, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="patch_embed")(x)
+                    kernel_init=patch_kernel_init, dtype=self.dtype, param_dtype=self.param_dtype,
+                    conv_general_dilated=conv_general_dilated, name="patch_embed")(x)
         batch, rows, columns, _ = x.shape
         x = x.reshape(batch, rows * columns, self.width)
         cls_token = self.param("cls_token", nn.initializers.normal(1e-6),
