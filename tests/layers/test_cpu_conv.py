@@ -35,9 +35,9 @@ def _value_and_grads(conv, x, kernel, strides, padding, dilation, groups):
 @pytest.mark.parametrize("kernel_size,in_ch,out_ch,strides,padding,dilation,groups", [
     (1, 6, 10, (1, 1), ((0, 0), (0, 0)), (1, 1), 1),   # pointwise, expanding
     (1, 10, 6, (2, 2), ((0, 0), (0, 0)), (1, 1), 1),   # strided shortcut, odd input
-    (3, 4, 5, (1, 1), ((1, 1), (1, 1)), (1, 1), 1),    # dense 3x3, grad transposed once
+    (3, 4, 5, (1, 1), ((1, 1), (1, 1)), (1, 1), 1),    # dense 3x3
     (3, 6, 5, (2, 2), ((1, 1), (1, 1)), (1, 1), 1),    # 6x5 output: im2col forward and dx
-    (3, 4, 40, (1, 2), ((0, 1), (2, 0)), (2, 1), 1),   # asymmetric, 8x5; few inputs: one dot
+    (3, 4, 40, (1, 2), ((0, 1), (2, 0)), (2, 1), 1),   # asymmetric, dilated, 8x5
     (7, 3, 8, (2, 2), ((3, 3), (3, 3)), (1, 1), 1),    # a 7x7/2 stem shape
     (3, 4, 6, (1, 1), "SAME", (1, 1), 2),              # grouped: XLA's
     (3, 4, 4, (2, 2), ((1, 1), (1, 1)), (1, 1), 4),    # depthwise

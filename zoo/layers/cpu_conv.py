@@ -10,7 +10,7 @@ XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1 and 4):
 | depthwise (`groups == channels`) | `shifted_depthwise_conv` (zoo.layers.depthwise) | XLA's grouped-conv loop is 25x slower |
 | 1x1, groups 1, no padding | a matrix product, `pointwise_conv` | XLA's 1x1 kernel gradient is ~8x slower than a dot |
 | patchify (kernel = stride, no padding: ViT, ConvNeXt stem and downsampling) | a matrix product over non-overlapping patches, `patchify_conv` | |
-| other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as dots | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 197 ms -> 88 ms; 3x3 at 7x7x512: 22 -> 15 ms) |
+| other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as one dot | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 192 -> 42 ms; 3x3 at 7x7x512: 23 -> 13 ms) |
 | anything else (grouped, dilated input, NCHW) | XLA's conv | |
 
 Other backends (GPU, TPU) always get `lax.conv_general_dilated`: the choice is
@@ -135,9 +135,9 @@ def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
 
     Forward and input gradient are XLA's (for outputs of at most
     SMALL_OUTPUT_PIXELS, one dot over the windows side by side and its
-    transpose); the kernel gradient is one dot per kernel tap,
-    d/dkernel[i, j] = window(i, j)^T @ grad, instead of XLA's convolution over
-    the batch (for few input channels, one dot of all the windows side by side).
+    transpose); the kernel gradient is one dot of all kernel taps' windows side
+    by side with grad, d/dkernel[i, j] = window(i, j)^T @ grad for every tap,
+    instead of XLA's convolution over the batch.
     """
     padded_hw = (x.shape[1] + sum(padding[0]), x.shape[2] + sum(padding[1]))
     out_hw = _output_hw(padded_hw, kernel.shape[:2], strides, dilation)
@@ -179,14 +179,11 @@ def _dense_backward(strides, padding, dilation, residuals, grad):
         (x_grad,) = x_vjp(grad)
     else:
         x_grad = _small_input_grad(x, kernel, grad, strides, padding, dilation)
+    # One dot over all taps' windows side by side, [rows, kh * kw * in_channels]:
+    # for the 7x7/2 RGB stem 42 ms against 139 ms as 49 thin per-tap dots; for
+    # 3x3 convs within ~10% of per-tap dots either way (benchmarks/NOTES.md, entry 5).
     windows = _windows(x, kernel.shape[:2], strides, padding, dilation, grad.shape[1:3])
-    kh, kw, in_channels, out_channels = kernel.shape
-    if out_channels <= kh * kw * in_channels:
-        kernel_grad = jnp.stack([_kernel_grad_dot(w, grad) for w in windows])
-    else:
-        # Few input channels (an RGB stem): one dot over all taps' windows
-        # side by side, [.., kh * kw * in_channels], instead of kh * kw thin ones.
-        kernel_grad = _kernel_grad_dot(jnp.concatenate(windows, axis=-1), grad)
+    kernel_grad = _kernel_grad_dot(jnp.concatenate(windows, axis=-1), grad)
     return x_grad, kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
 
 
