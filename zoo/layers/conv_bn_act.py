@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from zoo.layers.batch_norm import BatchNorm
 from zoo.layers.cpu_conv import conv_general_dilated
 
 # He-normal with fan_out, the initialisation torchvision uses for convolutions.
@@ -85,7 +86,7 @@ class ConvBNAct(nn.Module):
             name="conv",
         )(x)
         if self.norm:
-            x = nn.BatchNorm(
+            x = BatchNorm(  # flax's, with a leaner training-mode gradient
                 use_running_average=not train,
                 momentum=self.bn_momentum,
                 epsilon=self.bn_epsilon,
