@@ -36,15 +36,21 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: f
       (flax's "fast variance", E[x^2] - E[x]^2 clamped at 0). Gradients flow
       through y only.
     """
+    return _normalize(x, scale, bias, epsilon)[0]
+
+
+def _normalize(x, scale, bias, epsilon):
+    """((y, mean, var), 1/std): the outputs, and 1/std for the backward pass."""
     axes = tuple(range(x.ndim - 1))
     mean = jnp.mean(x, axes)
     var = jnp.maximum(jnp.mean(x * x, axes) - mean * mean, 0.0)
-    return (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias, mean, var
+    inv = lax.rsqrt(var + epsilon)
+    return ((x - mean) * (inv * scale) + bias, mean, var), inv
 
 
 def _forward(x, scale, bias, epsilon):
-    y, mean, var = batch_norm_train(x, scale, bias, epsilon)
-    return (y, mean, var), (x, mean, lax.rsqrt(var + epsilon), scale)
+    outputs, inv = _normalize(x, scale, bias, epsilon)
+    return outputs, (x, outputs[1], inv, scale)
 
 
 def _backward(epsilon, residuals, cotangents):

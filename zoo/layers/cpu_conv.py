@@ -48,11 +48,13 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _windows(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
-             padding: Pads, dilation: tuple[int, int], out_hw: tuple[int, int]) -> list[jax.Array]:
-    """The kh * kw strided windows of x padded, each [batch, out_h, out_w, in_channels]."""
+def _patches(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
+             padding: Pads, dilation: tuple[int, int], out_hw: tuple[int, int]) -> jax.Array:
+    """im2col: the kh * kw strided windows of x padded, side by side,
+    [batch, out_h, out_w, kh * kw * in_channels] (tap-major, as a reshaped kernel)."""
     padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    return [w for _, _, w in strided_windows(padded, kernel_hw, strides, dilation, out_hw)]
+    return jnp.concatenate(
+        [w for _, _, w in strided_windows(padded, kernel_hw, strides, dilation, out_hw)], axis=-1)
 
 
 def _kernel_grad_dot(x: jax.Array, grad: jax.Array) -> jax.Array:
@@ -144,9 +146,8 @@ def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
     out_hw = _output_hw(padded_hw, kernel.shape[:2], strides, dilation)
     if out_hw[0] * out_hw[1] > SMALL_OUTPUT_PIXELS:
         return _xla_conv(x, kernel, strides, padding, dilation)
-    windows = _windows(x, kernel.shape[:2], strides, padding, dilation, out_hw)
-    return jnp.einsum("nhwk,ko->nhwo", jnp.concatenate(windows, axis=-1),
-                      kernel.reshape(-1, kernel.shape[3]))
+    patches = _patches(x, kernel.shape[:2], strides, padding, dilation, out_hw)
+    return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(-1, kernel.shape[3]))
 
 
 def _dense_forward(x, kernel, strides, padding, dilation):
@@ -183,8 +184,8 @@ def _dense_backward(strides, padding, dilation, residuals, grad):
     # One dot over all taps' windows side by side, [rows, kh * kw * in_channels]:
     # for the 7x7/2 RGB stem 42 ms against 139 ms as 49 thin per-tap dots; for
     # 3x3 convs within ~10% of per-tap dots either way (benchmarks/NOTES.md, entry 5).
-    windows = _windows(x, kernel.shape[:2], strides, padding, dilation, grad.shape[1:3])
-    kernel_grad = _kernel_grad_dot(jnp.concatenate(windows, axis=-1), grad)
+    patches = _patches(x, kernel.shape[:2], strides, padding, dilation, grad.shape[1:3])
+    kernel_grad = _kernel_grad_dot(patches, grad)
     return x_grad, kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
 
 
