@@ -1,13 +1,15 @@
 """Pooling helpers against straightforward numpy loops written from PyTorch's docs."""
 
+import functools
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.layers.pooling import adaptive_avg_pool, global_avg_pool, max_pool_ceil
+from zoo.layers.pooling import adaptive_avg_pool, global_avg_pool, max_pool, max_pool_ceil
 
 
 def reference_adaptive_avg_pool(x, out_h, out_w):
@@ -105,6 +107,50 @@ def test_max_pool_ceil_bad_arguments(kwargs, match):
         max_pool_ceil(jnp.ones((1, 4, 4, 1)), **kwargs)
 
 
+def _weighted_sum(pool):
+    """A loss whose gradient differs per output cell, so misrouting shows."""
+    def loss(x):
+        y = pool(x)
+        return (y * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape)).sum()
+    return loss
+
+
+@pytest.mark.parametrize("window,strides,padding", [
+    ((3, 3), (2, 2), ((1, 1), (1, 1))),    # ResNet / DenseNet stem
+    ((2, 2), (2, 2), "VALID"),             # VGG, LeNet: windows side by side
+    ((3, 3), (2, 2), "VALID"),             # AlexNet, Inception: trailing pixels unpooled
+    ((3, 3), (1, 1), "SAME"),
+    ((3, 2), (2, 1), ((1, 0), (0, 1))),    # asymmetric window, stride and padding
+])
+def test_max_pool_matches_flax_values_and_gradients_with_ties(window, strides, padding):
+    # After a ReLU most windows hold several zeros: the gradient must go to
+    # the first of the tied taps, as XLA's select-and-scatter (and PyTorch) do.
+    x = jnp.maximum(jax.random.normal(jax.random.key(3), (2, 10, 9, 3)), 0.0)
+    ours = functools.partial(max_pool, window_shape=window, strides=strides, padding=padding)
+    flax = functools.partial(nn.max_pool, window_shape=window, strides=strides, padding=padding)
+    np.testing.assert_array_equal(np.asarray(jax.jit(ours)(x)), np.asarray(jax.jit(flax)(x)))
+    grad = jax.jit(jax.grad(_weighted_sum(ours)))(x)
+    expected = jax.jit(jax.grad(_weighted_sum(flax)))(x)
+    np.testing.assert_array_equal(np.asarray(grad), np.asarray(expected))
+    assert int((grad != 0).sum()) > 0
+
+
+def test_max_pool_gradient_on_cpu_is_not_select_and_scatter():
+    x = jnp.ones((1, 8, 8, 2))
+    grad = jax.jit(jax.grad(lambda x: max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))).sum()))
+    hlo = grad.lower(x).compile().as_text()
+    assert "select-and-scatter" not in hlo and "reduce-window" not in hlo
+
+
+def test_max_pool_propagates_nan_and_keeps_integer_inputs():
+    x = jnp.zeros((1, 4, 4, 1)).at[0, 1, 2, 0].set(jnp.nan)
+    y = max_pool(x, (2, 2), (2, 2))
+    assert bool(jnp.isnan(y[0, 0, 1, 0])) and int(jnp.isnan(y).sum()) == 1
+    ints = jnp.arange(16, dtype=jnp.int32).reshape(1, 4, 4, 1)
+    np.testing.assert_array_equal(np.asarray(max_pool(ints, (2, 2), (2, 2)))[0, :, :, 0],
+                                  [[5, 7], [13, 15]])
+
+
 def test_bad_shapes_and_sizes_raise():
     with pytest.raises(ValueError, match="NHWC"):
         adaptive_avg_pool(jnp.ones((4, 4, 1)), 2)
@@ -112,3 +158,5 @@ def test_bad_shapes_and_sizes_raise():
         adaptive_avg_pool(jnp.ones((1, 4, 4, 1)), (0, 2))
     with pytest.raises(ValueError, match="NHWC"):
         global_avg_pool(jnp.ones((4, 4)))
+    with pytest.raises(ValueError, match="NHWC"):
+        max_pool(jnp.ones((4, 4, 1)), (2, 2))

@@ -6,21 +6,29 @@
   multiple of `out`, and repeat pixels when H < out (VGG's 7x7 pool on a 1x1
   map copies the pixel 49 times).
 - `global_avg_pool`: mean over height and width.
+- `max_pool`: `flax.linen.max_pool` on NHWC input (floor mode, explicit
+  symmetric padding = `torch.nn.MaxPool2d`; padded pixels are -inf in both),
+  whose gradient on CPU routes through a stored argmax, as PyTorch's does,
+  instead of XLA's select-and-scatter (11x faster, benchmarks/NOTES.md entry 7).
 - `max_pool_ceil`: `torch.nn.MaxPool2d(ceil_mode=True)`, used by GoogLeNet /
-  Inception-style networks; floor-mode max-pools are `flax.linen.max_pool`
-  with explicit symmetric padding (padded pixels are -inf in both).
+  Inception-style networks.
 
 All take and return NHWC arrays: [batch, height, width, channels].
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -142,6 +150,122 @@ def max_pool_ceil(
         # Extra right padding lets the last (partial) window exist; when it is
         # negative the trailing pixels are in no window and VALID drops them.
         pads.append((p, max(0, (out - 1) * s + k - size - p)))
-    # flax's max_pool pads with -inf and is differentiable under jit (a
-    # hand-built lax.reduce_window with an array init value is not).
-    return nn.max_pool(x, windows, strides=strides, padding=tuple(pads))
+    return max_pool(x, windows, strides=strides, padding=tuple(pads))
+
+
+def _pool_windows(padded: jax.Array, window: tuple[int, int], strides: tuple[int, int],
+                  out_hw: tuple[int, int]):
+    """(tap index, window) for each of the kh * kw taps, row-major: the strided
+    [batch, out_h, out_w, channels] slice of `padded` that tap sees."""
+    (kh, kw), (sh, sw), (out_h, out_w) = window, strides, out_hw
+    batch, _, _, channels = padded.shape
+    for i in range(kh):
+        for j in range(kw):
+            yield i * kw + j, lax.slice(
+                padded, (0, i, j, 0),
+                (batch, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, channels),
+                (1, sh, sw, 1))
+
+
+def _max_and_argmax(x: jax.Array, window: tuple[int, int], strides: tuple[int, int],
+                    pads: Pads) -> tuple[jax.Array, jax.Array]:
+    """The max over each window and the tap that holds it: the first in
+    row-major order, a NaN counting as the max (PyTorch's rule)."""
+    padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)
+    out_hw = tuple((padded.shape[a + 1] - window[a]) // strides[a] + 1 for a in range(2))
+    index_dtype = jnp.int8 if window[0] * window[1] <= 127 else jnp.int32
+    best = argmax = None
+    for tap, values in _pool_windows(padded, window, strides, out_hw):
+        if best is None:
+            best, argmax = values, jnp.zeros(values.shape, index_dtype)
+            continue
+        wins = (values > best) | jnp.isnan(values)
+        best = jnp.where(wins, values, best)
+        argmax = jnp.where(wins, jnp.asarray(tap, index_dtype), argmax)
+    return best, argmax
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def argmax_max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int],
+                    pads: Pads) -> jax.Array:
+    """Max-pool whose gradient goes through a stored argmax.
+
+    Args:
+      x: [batch, height, width, channels], floating point.
+      window, strides: (height, width) each.
+      pads: ((top, bottom), (left, right)), each >= 0; padded pixels are -inf.
+
+    Returns:
+      [batch, out_h, out_w, channels], out = (size + pads - window) // stride + 1.
+
+    The forward pass keeps the winning tap of every window (int8, a quarter of
+    the output's bytes); the backward pass adds each output's gradient to its
+    winner, one strided scatter per tap, which XLA fuses into a single pass.
+    Ties go to the first tap, as in XLA's select-and-scatter and PyTorch.
+    """
+    return _max_and_argmax(x, window, strides, pads)[0]
+
+
+def _argmax_pool_forward(x, window, strides, pads):
+    best, argmax = _max_and_argmax(x, window, strides, pads)
+    return best, (argmax, x.shape)
+
+
+def _argmax_pool_backward(window, strides, pads, residuals, grad):
+    argmax, (_, height, width, _) = residuals
+    (top, bottom), (left, right) = pads
+    padded_h, padded_w = height + top + bottom, width + left + right
+    (sh, sw), (out_h, out_w) = strides, grad.shape[1:3]
+    zero = jnp.zeros((), grad.dtype)
+    x_grad = None
+    for tap in range(window[0] * window[1]):
+        i, j = divmod(tap, window[1])
+        # Output (r, c)'s tap (i, j) is padded pixel (r * sh + i, c * sw + j).
+        spread = lax.pad(jnp.where(argmax == tap, grad, zero), zero, (
+            (0, 0, 0), (i, padded_h - i - (out_h - 1) * sh - 1, sh - 1),
+            (j, padded_w - j - (out_w - 1) * sw - 1, sw - 1), (0, 0, 0)))
+        x_grad = spread if x_grad is None else x_grad + spread
+    return (x_grad[:, top:top + height, left:left + width, :],)
+
+
+argmax_max_pool.defvjp(_argmax_pool_forward, _argmax_pool_backward)
+
+
+def max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+             padding: str | Sequence[tuple[int, int]] = "VALID") -> jax.Array:
+    """`flax.linen.max_pool` for NHWC input, with a faster gradient on CPU.
+
+    Args:
+      x: [batch, height, width, channels].
+      window_shape: (height, width).
+      strides: (height, width); None means 1.
+      padding: "VALID", "SAME" or ((top, bottom), (left, right)); padded
+        pixels are -inf and never win.
+
+    Returns:
+      [batch, out_height, out_width, channels], the values of flax's max_pool.
+
+    Lowered for CPU, floating-point input takes `argmax_max_pool`: XLA's CPU
+    select-and-scatter (the gradient of flax's version) takes 143 ms for a
+    3x3/2 pool at [8, 112, 112, 64] forward and backward, the argmax form
+    13 ms. Other platforms and dtypes keep flax's.
+    """
+    _check_nhwc(x, "max_pool")
+    window = _pair(tuple(window_shape), "window_shape")
+    stride = _pair(tuple(strides) if strides is not None else (1, 1), "strides")
+
+    def flax_pool(x: jax.Array) -> jax.Array:
+        return nn.max_pool(x, window, strides=stride, padding=padding)
+
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return flax_pool(x)
+    if isinstance(padding, str):
+        pads = lax.padtype_to_pads(x.shape[1:3], window, stride, padding)
+    else:
+        pads = padding
+    (top, bottom), (left, right) = ((int(a), int(b)) for a, b in pads)
+    if min(top, bottom, left, right) < 0:
+        return flax_pool(x)
+    return lax.platform_dependent(
+        x, cpu=lambda x: argmax_max_pool(x, window, stride, ((top, bottom), (left, right))),
+        default=flax_pool)

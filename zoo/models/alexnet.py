@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.layers.pooling import adaptive_avg_pool
+from zoo.layers.pooling import adaptive_avg_pool, max_pool
 from zoo.layers.validation import check_images
 from zoo.registry import register_model
 
@@ -98,13 +98,13 @@ class AlexNet(nn.Module):
         """x: [batch, height, width, in_channels] -> logits [batch, num_classes]
         (float32), or features [batch, 9216] with `return_features=True`."""
         check_images(x, channels=self.in_channels, min_size=self.min_input_size, model="AlexNet")
-        max_pool = functools.partial(nn.max_pool, window_shape=(3, 3), strides=(2, 2))
+        pool = functools.partial(max_pool, window_shape=(3, 3), strides=(2, 2))
         x = x.astype(self.dtype)
-        x = max_pool(self._conv(x, 64, 11, 4, 2, "conv1"))
-        x = max_pool(self._conv(x, 192, 5, 1, 2, "conv2"))
+        x = pool(self._conv(x, 64, 11, 4, 2, "conv1"))
+        x = pool(self._conv(x, 192, 5, 1, 2, "conv2"))
         x = self._conv(x, 384, 3, 1, 1, "conv3")
         x = self._conv(x, 256, 3, 1, 1, "conv4")
-        x = max_pool(self._conv(x, 256, 3, 1, 1, "conv5"))
+        x = pool(self._conv(x, 256, 3, 1, 1, "conv5"))
         x = torch_order_flatten(adaptive_avg_pool(x, 6))
         if return_features or self.num_classes == 0:
             return x.astype(jnp.float32)

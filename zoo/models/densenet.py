@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.layers.conv_bn_act import ConvBNAct
-from zoo.layers.pooling import global_avg_pool
+from zoo.layers.pooling import global_avg_pool, max_pool
 from zoo.layers.validation import check_images
 from zoo.registry import register_model
 
@@ -206,7 +206,7 @@ class DenseNet(nn.Module):
                       param_dtype=self.param_dtype)
         x = x.astype(self.dtype)
         x = ConvBNAct(self.num_init_features, 7, 2, name="stem", **common)(x, train=train)
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for index, num_layers in enumerate(self.block_config):
             x = DenseBlock(num_layers, self.growth_rate, self.bn_size, self.drop_rate,
                            self.memory_efficient, name=f"block{index + 1}", **common)(

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.layers.conv_bn_act import ConvBNAct, conv_kernel_init
-from zoo.layers.pooling import global_avg_pool
+from zoo.layers.pooling import global_avg_pool, max_pool
 from zoo.layers.validation import check_images
 from zoo.registry import register_model
 
@@ -118,7 +118,7 @@ def _avg_pool_3x3(x: jax.Array) -> jax.Array:
 
 
 def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    return max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
 class InceptionA(_Block):

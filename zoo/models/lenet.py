@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.pooling import max_pool
 from zoo.layers.validation import check_images
 from zoo.models.alexnet import torch_order_flatten
 from zoo.registry import register_model
@@ -61,8 +62,8 @@ class LeNet5(nn.Module):
                                  dtype=self.dtype, param_dtype=self.param_dtype)
         dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
         x = x.astype(self.dtype)
-        x = nn.max_pool(nn.relu(conv(6, name="conv1")(x)), (2, 2), strides=(2, 2))
-        x = nn.max_pool(nn.relu(conv(16, name="conv2")(x)), (2, 2), strides=(2, 2))
+        x = max_pool(nn.relu(conv(6, name="conv1")(x)), (2, 2), strides=(2, 2))
+        x = max_pool(nn.relu(conv(16, name="conv2")(x)), (2, 2), strides=(2, 2))
         x = torch_order_flatten(x)
         if return_features or self.num_classes == 0:
             return x.astype(jnp.float32)

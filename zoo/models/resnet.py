@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from zoo.layers.conv_bn_act import ConvBNAct
 from zoo.layers.make_divisible import make_divisible
-from zoo.layers.pooling import global_avg_pool
+from zoo.layers.pooling import global_avg_pool, max_pool
 from zoo.layers.squeeze_excite import SqueezeExcite
 from zoo.layers.validation import check_images
 from zoo.models.alexnet import torch_default_bias_init, torch_default_kernel_init
@@ -203,7 +203,7 @@ class ResNet(nn.Module):
                                  dtype=self.dtype, param_dtype=self.param_dtype)
         if self.stem == "imagenet":
             x = conv(64, 7, 2, name="stem")(x, train=train)
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         else:
             x = conv(64, 3, 1, name="stem")(x, train=train)
         block = functools.partial(

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.pooling import max_pool
 from zoo.layers.validation import check_images
 from zoo.registry import register_model
 
@@ -52,9 +53,9 @@ class SimpleCNN(nn.Module):
                                  dtype=self.dtype, param_dtype=self.param_dtype)
         x = x.astype(self.dtype)
         x = nn.relu(conv(32, name="conv1")(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(conv(64, name="conv2")(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         if return_features or self.num_classes == 0:
             return x.astype(jnp.float32)

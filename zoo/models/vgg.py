@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.layers.conv_bn_act import ConvBNAct
-from zoo.layers.pooling import adaptive_avg_pool
+from zoo.layers.pooling import adaptive_avg_pool, max_pool
 from zoo.layers.validation import check_images
 from zoo.models.alexnet import torch_order_flatten
 from zoo.registry import register_model
@@ -111,7 +111,7 @@ class VGGStage(nn.Module):
             x = ConvBNAct(width, 3, use_bias=True, norm=self.batch_norm,
                           bn_axis_name=self.bn_axis_name, dtype=self.dtype,
                           param_dtype=self.param_dtype, name=f"conv{index}")(x, train=train)
-        return nn.max_pool(x, (2, 2), strides=(2, 2))
+        return max_pool(x, (2, 2), strides=(2, 2))
 
 
 @dataclasses.dataclass(frozen=True)
