@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from zoo.layers import cpu_conv
 from zoo.layers.cpu_conv import conv_general_dilated, dense_conv, patchify_conv, pointwise_conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -45,8 +46,11 @@ def _value_and_grads(conv, x, kernel, strides, padding, dilation, groups):
     (2, 4, 6, (2, 2), ((0, 0), (0, 0)), (1, 1), 1),    # patchify; the 11th row is dropped
     (3, 3, 8, (3, 3), "VALID", (1, 1), 1),             # patchify, a ViT-like stem
 ])
+@pytest.mark.parametrize("keep_patches", [True, False])
 def test_equals_xla_values_and_gradients(kernel_size, in_ch, out_ch, strides, padding,
-                                         dilation, groups):
+                                         dilation, groups, keep_patches, monkeypatch):
+    if not keep_patches:   # dense_conv's training path for patches too big to keep
+        monkeypatch.setattr(cpu_conv, "KEPT_PATCHES_LIMIT", 0)
     x = _random((2, 11, 10, in_ch), kernel_size)
     kernel = _random((kernel_size, kernel_size, in_ch // groups, out_ch), kernel_size + 1)
     want, want_grads = _value_and_grads(lax.conv_general_dilated, x, kernel, strides,
@@ -80,6 +84,20 @@ def test_nn_conv_drop_in_picks_the_cpu_form(size, groups, features, kernel, padd
     hlo = jax.jit(fast.apply).lower(variables, x).compile().as_text()
     convs = hlo.count(" convolution(")
     assert convs == (xla_ops if jax.default_backend() == "cpu" else 1)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the CPU forms' HLO")
+@pytest.mark.parametrize("limit,xla_convs", [(cpu_conv.KEPT_PATCHES_LIMIT, 0), (0, 2)])
+def test_dense_training_step_keeps_patches_below_the_limit(limit, xla_convs, monkeypatch):
+    # A 3x3 conv with a 9x9 output: inference takes XLA's conv (test above);
+    # under differentiation the forward pass is the im2col dot whose patches
+    # the kernel gradient reuses, and the input gradient is its transpose, so
+    # no XLA conv is left. Over the limit: XLA's forward and input gradient.
+    monkeypatch.setattr(cpu_conv, "KEPT_PATCHES_LIMIT", limit)
+    x, kernel = _random((2, 9, 9, 4), 11), _random((3, 3, 4, 8), 12)
+    step = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(
+        dense_conv(x, k, (1, 1), ((1, 1), (1, 1))))), argnums=(0, 1)))
+    assert step.lower(x, kernel).compile().as_text().count(" convolution(") == xla_convs
 
 
 def _transposes(hlo: str) -> list[str]:

@@ -10,7 +10,7 @@ XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4 and 5):
 | depthwise (`groups == channels`) | `shifted_depthwise_conv` (zoo.layers.depthwise) | XLA's grouped-conv loop is 25x slower |
 | 1x1, groups 1, no padding | a matrix product, `pointwise_conv` | XLA's 1x1 kernel gradient is ~8x slower than a dot |
 | patchify (kernel = stride, no padding: ViT, ConvNeXt stem and downsampling) | a matrix product over non-overlapping patches, `patchify_conv` | |
-| other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as one dot | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 192 -> 42 ms; 3x3 at 7x7x512: 23 -> 13 ms) |
+| other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as one dot; in training, where the im2col patches are small enough to keep, all three from the patches | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 192 -> 42 ms; 3x3 at 7x7x512: 23 -> 13 ms); building the patches once saves a pass (3x3 at 56x56x64, forward + backward: 75 -> 56 ms) |
 | anything else (grouped, dilated input, NCHW) | XLA's conv | |
 
 Other backends (GPU, TPU) always get `lax.conv_general_dilated`: the choice is
@@ -40,6 +40,15 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 # 2x2, where it falls off its fast path (resnet18 at 64 px spent 300 of its
 # 314 ms there). At 14x14 the two tie and XLA's conv wins above.
 SMALL_OUTPUT_PIXELS = 49
+
+# Under differentiation, `dense_conv` computes its forward pass from the im2col
+# patches and keeps them for the backward pass (instead of x, which it would
+# cut into the same patches again) when they have at most this many elements
+# (128 MB in float32). Forward + backward of a 3x3 conv, batch 8: 75 -> 56 ms at
+# 56x56x64, 64 -> 55 ms for the 7x7/2 RGB stem, 54 -> 47 ms at 56x56x128
+# stride 2, a tie at 28x28x128; above the limit, at 56x56x256 (58M elements),
+# 607 -> 641 ms, so it stays out (benchmarks/NOTES.md, entry 7).
+KEPT_PATCHES_LIMIT = 1 << 25
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
@@ -122,6 +131,10 @@ def patchify_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return out.reshape(batch, out_h, out_w, out_channels)
 
 
+def _patches_times_kernel(patches: jax.Array, kernel: jax.Array) -> jax.Array:
+    return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(-1, kernel.shape[3]))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
                dilation: tuple[int, int] = (1, 1)) -> jax.Array:
@@ -140,30 +153,42 @@ def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
     SMALL_OUTPUT_PIXELS, one dot over the windows side by side and its
     transpose); the kernel gradient is one dot of all kernel taps' windows side
     by side with grad, d/dkernel[i, j] = window(i, j)^T @ grad for every tap,
-    instead of XLA's convolution over the batch.
+    instead of XLA's convolution over the batch. Under differentiation, when
+    those windows (the im2col patches) have at most KEPT_PATCHES_LIMIT
+    elements, the forward pass is the patches times the kernel and keeps the
+    patches for the kernel gradient, and the input gradient is the im2col
+    form's transpose; inference never pays for the patches.
     """
     padded_hw = (x.shape[1] + sum(padding[0]), x.shape[2] + sum(padding[1]))
     out_hw = _output_hw(padded_hw, kernel.shape[:2], strides, dilation)
     if out_hw[0] * out_hw[1] > SMALL_OUTPUT_PIXELS:
         return _xla_conv(x, kernel, strides, padding, dilation)
     patches = _patches(x, kernel.shape[:2], strides, padding, dilation, out_hw)
-    return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(-1, kernel.shape[3]))
+    return _patches_times_kernel(patches, kernel)
 
 
 def _dense_forward(x, kernel, strides, padding, dilation):
-    return dense_conv(x, kernel, strides, padding, dilation), (x, kernel)
+    padded_hw = (x.shape[1] + sum(padding[0]), x.shape[2] + sum(padding[1]))
+    out_hw = _output_hw(padded_hw, kernel.shape[:2], strides, dilation)
+    rows = x.shape[0] * out_hw[0] * out_hw[1]
+    if rows * kernel.shape[0] * kernel.shape[1] * kernel.shape[2] > KEPT_PATCHES_LIMIT:
+        return dense_conv(x, kernel, strides, padding, dilation), (x, kernel, None)
+    patches = _patches(x, kernel.shape[:2], strides, padding, dilation, out_hw)
+    # x[:0] carries x's shape and dtype to the backward pass without its data.
+    return _patches_times_kernel(patches, kernel), (x[:0], kernel, patches)
 
 
-def _small_input_grad(x: jax.Array, kernel: jax.Array, grad: jax.Array, strides: tuple[int, int],
-                      padding: Pads, dilation: tuple[int, int]) -> jax.Array:
+def _im2col_input_grad(x: jax.Array, kernel: jax.Array, grad: jax.Array, strides: tuple[int, int],
+                       padding: Pads, dilation: tuple[int, int]) -> jax.Array:
     """d/dx of the im2col form: grad @ kernel^T gives every window's gradient;
-    each is spread back (strided) onto the padded input and summed."""
+    each is spread back (strided) onto the padded input and summed. Only x's
+    height, width, channels and dtype are read (the caller may pass x[:0])."""
     kh, kw, in_channels, _ = kernel.shape
     (top, bottom), (left, right) = padding
     padded_h, padded_w = x.shape[1] + top + bottom, x.shape[2] + left + right
     (sh, sw), (dh, dw), (out_h, out_w) = strides, dilation, grad.shape[1:3]
     window_grads = jnp.einsum("nhwo,ko->nhwk", grad, kernel.reshape(-1, kernel.shape[3]))
-    padded_grad = jnp.zeros((x.shape[0], padded_h, padded_w, in_channels), window_grads.dtype)
+    padded_grad = jnp.zeros((grad.shape[0], padded_h, padded_w, in_channels), window_grads.dtype)
     zero = jnp.zeros((), window_grads.dtype)
     for tap in range(kh * kw):
         i, j = divmod(tap, kw)
@@ -175,16 +200,17 @@ def _small_input_grad(x: jax.Array, kernel: jax.Array, grad: jax.Array, strides:
 
 
 def _dense_backward(strides, padding, dilation, residuals, grad):
-    x, kernel = residuals
-    if grad.shape[1] * grad.shape[2] > SMALL_OUTPUT_PIXELS:
+    x, kernel, patches = residuals
+    if patches is None and grad.shape[1] * grad.shape[2] > SMALL_OUTPUT_PIXELS:
         _, x_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding, dilation), x)
         (x_grad,) = x_vjp(grad)
     else:
-        x_grad = _small_input_grad(x, kernel, grad, strides, padding, dilation)
+        x_grad = _im2col_input_grad(x, kernel, grad, strides, padding, dilation)
     # One dot over all taps' windows side by side, [rows, kh * kw * in_channels]:
     # for the 7x7/2 RGB stem 42 ms against 139 ms as 49 thin per-tap dots; for
     # 3x3 convs within ~10% of per-tap dots either way (benchmarks/NOTES.md, entry 5).
-    patches = _patches(x, kernel.shape[:2], strides, padding, dilation, grad.shape[1:3])
+    if patches is None:
+        patches = _patches(x, kernel.shape[:2], strides, padding, dilation, grad.shape[1:3])
     kernel_grad = _kernel_grad_dot(patches, grad)
     return x_grad, kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
 
