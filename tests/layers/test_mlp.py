@@ -17,6 +17,16 @@ def test_gelu_is_the_exact_erf_form():
     assert np.max(np.abs(jax.nn.gelu(x, approximate=True) - expected)) > 1e-4
 
 
+def test_gelu_gradient_and_dtype():
+    # d/dx [x * Phi(x)] = Phi(x) + x * phi(x), with Phi, phi the normal cdf and pdf.
+    x = np.linspace(-6, 6, 97, dtype=np.float32)
+    erf = np.vectorize(math.erf)
+    expected = 0.5 * (1 + erf(x / np.sqrt(2))) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    grad = jax.vmap(jax.grad(gelu))(jnp.asarray(x))
+    np.testing.assert_allclose(grad, expected, atol=2e-6)
+    assert gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16
+
+
 def test_mlp_shapes_and_equals_manual_computation():
     x = jax.random.normal(jax.random.key(0), (2, 5, 8))
     module = Mlp(hidden_features=32, out_features=6)
