@@ -43,3 +43,20 @@ def test_macs_inside_jit_and_scan_are_counted():
 def test_count_params():
     tree = {"a": jnp.zeros((2, 3)), "b": [jnp.zeros(4), jax.ShapeDtypeStruct((5,), jnp.float32)]}
     assert count_params(tree) == 6 + 4 + 5
+
+
+def test_training_a_strided_conv_counts_three_forward_passes():
+    # The input gradient of a stride-2 conv is a conv over the cotangent
+    # dilated with zeros; counting the zero taps made it look 4x the forward
+    # pass (and a cond over platforms picked that branch as the dearer one).
+    x = jnp.ones((2, 16, 16, 8))
+    kernel = jnp.ones((3, 3, 8, 4))
+
+    def conv(x, kernel):
+        return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    forward = count_macs(conv, x, kernel)
+    assert forward == 2 * 8 * 8 * 4 * 3 * 3 * 8
+    grads = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k))), argnums=(0, 1))
+    assert count_macs(grads, x, kernel) == 3 * forward

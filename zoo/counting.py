@@ -26,8 +26,12 @@ def _conv_macs(eqn: Any) -> int:
     kernel = eqn.invars[1].aval.shape
     out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
     # Each output element needs (kernel size / output features) MACs: the
-    # receptive field over the input channels of its group.
-    return int(math.prod(out) * math.prod(kernel) // kernel[out_feature_dim])
+    # receptive field over the input channels of its group. With the input
+    # dilated (the input gradient of a strided conv), only one window tap in
+    # prod(lhs_dilation) lands on an input pixel; the rest multiply inserted
+    # zeros, which are not counted (so the gradient costs what the conv does).
+    dilation = math.prod(eqn.params.get("lhs_dilation") or (1,))
+    return int(math.prod(out) * math.prod(kernel) // kernel[out_feature_dim] // dilation)
 
 
 def _dot_macs(eqn: Any) -> int:
