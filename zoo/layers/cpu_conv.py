@@ -131,6 +131,12 @@ def patchify_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return out.reshape(batch, out_h, out_w, out_channels)
 
 
+def _conv_output_hw(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
+                    dilation: tuple[int, int]) -> tuple[int, int]:
+    padded_hw = (x.shape[1] + sum(padding[0]), x.shape[2] + sum(padding[1]))
+    return _output_hw(padded_hw, kernel.shape[:2], strides, dilation)
+
+
 def _patches_times_kernel(patches: jax.Array, kernel: jax.Array) -> jax.Array:
     return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(-1, kernel.shape[3]))
 
@@ -159,8 +165,7 @@ def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
     patches for the kernel gradient, and the input gradient is the im2col
     form's transpose; inference never pays for the patches.
     """
-    padded_hw = (x.shape[1] + sum(padding[0]), x.shape[2] + sum(padding[1]))
-    out_hw = _output_hw(padded_hw, kernel.shape[:2], strides, dilation)
+    out_hw = _conv_output_hw(x, kernel, strides, padding, dilation)
     if out_hw[0] * out_hw[1] > SMALL_OUTPUT_PIXELS:
         return _xla_conv(x, kernel, strides, padding, dilation)
     patches = _patches(x, kernel.shape[:2], strides, padding, dilation, out_hw)
@@ -168,8 +173,7 @@ def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
 
 
 def _dense_forward(x, kernel, strides, padding, dilation):
-    padded_hw = (x.shape[1] + sum(padding[0]), x.shape[2] + sum(padding[1]))
-    out_hw = _output_hw(padded_hw, kernel.shape[:2], strides, dilation)
+    out_hw = _conv_output_hw(x, kernel, strides, padding, dilation)
     rows = x.shape[0] * out_hw[0] * out_hw[1]
     if rows * kernel.shape[0] * kernel.shape[1] * kernel.shape[2] > KEPT_PATCHES_LIMIT:
         return dense_conv(x, kernel, strides, padding, dilation), (x, kernel, None)

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from zoo.layers.depthwise import strided_windows
+
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
@@ -153,20 +155,6 @@ def max_pool_ceil(
     return max_pool(x, windows, strides=strides, padding=tuple(pads))
 
 
-def _pool_windows(padded: jax.Array, window: tuple[int, int], strides: tuple[int, int],
-                  out_hw: tuple[int, int]):
-    """(tap index, window) for each of the kh * kw taps, row-major: the strided
-    [batch, out_h, out_w, channels] slice of `padded` that tap sees."""
-    (kh, kw), (sh, sw), (out_h, out_w) = window, strides, out_hw
-    batch, _, _, channels = padded.shape
-    for i in range(kh):
-        for j in range(kw):
-            yield i * kw + j, lax.slice(
-                padded, (0, i, j, 0),
-                (batch, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, channels),
-                (1, sh, sw, 1))
-
-
 def _max_and_argmax(x: jax.Array, window: tuple[int, int], strides: tuple[int, int],
                     pads: Pads) -> tuple[jax.Array, jax.Array]:
     """The max over each window and the tap that holds it: the first in
@@ -175,7 +163,8 @@ def _max_and_argmax(x: jax.Array, window: tuple[int, int], strides: tuple[int, i
     out_hw = tuple((padded.shape[a + 1] - window[a]) // strides[a] + 1 for a in range(2))
     index_dtype = jnp.int8 if window[0] * window[1] <= 127 else jnp.int32
     best = argmax = None
-    for tap, values in _pool_windows(padded, window, strides, out_hw):
+    for i, j, values in strided_windows(padded, window, strides, (1, 1), out_hw):
+        tap = i * window[1] + j
         if best is None:
             best, argmax = values, jnp.zeros(values.shape, index_dtype)
             continue
