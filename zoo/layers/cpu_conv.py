@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from zoo.layers.depthwise import output_hw as _output_hw
-from zoo.layers.depthwise import shifted_depthwise_conv, strided_windows
+from zoo.layers.depthwise import add_windows_back, shifted_depthwise_conv, strided_windows
 
 Padding = str | Sequence[tuple[int, int]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -189,17 +189,11 @@ def _im2col_input_grad(x: jax.Array, kernel: jax.Array, grad: jax.Array, strides
     height, width, channels and dtype are read (the caller may pass x[:0])."""
     kh, kw, in_channels, _ = kernel.shape
     (top, bottom), (left, right) = padding
-    padded_h, padded_w = x.shape[1] + top + bottom, x.shape[2] + left + right
-    (sh, sw), (dh, dw), (out_h, out_w) = strides, dilation, grad.shape[1:3]
+    padded_hw = (x.shape[1] + top + bottom, x.shape[2] + left + right)
     window_grads = jnp.einsum("nhwo,ko->nhwk", grad, kernel.reshape(-1, kernel.shape[3]))
-    padded_grad = jnp.zeros((grad.shape[0], padded_h, padded_w, in_channels), window_grads.dtype)
-    zero = jnp.zeros((), window_grads.dtype)
-    for tap in range(kh * kw):
-        i, j = divmod(tap, kw)
-        piece = window_grads[..., tap * in_channels:(tap + 1) * in_channels]
-        padded_grad = padded_grad + lax.pad(piece, zero, (
-            (0, 0, 0), (i * dh, padded_h - i * dh - (out_h - 1) * sh - 1, sh - 1),
-            (j * dw, padded_w - j * dw - (out_w - 1) * sw - 1, sw - 1), (0, 0, 0)))
+    pieces = ((tap // kw, tap % kw, window_grads[..., tap * in_channels:(tap + 1) * in_channels])
+              for tap in range(kh * kw))
+    padded_grad = add_windows_back(pieces, padded_hw, strides, dilation)
     return padded_grad[:, top:top + x.shape[1], left:left + x.shape[2], :].astype(x.dtype)
 
 

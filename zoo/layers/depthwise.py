@@ -18,7 +18,7 @@ convolution. Parameters, shapes and results are those of XLA's convolution
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,23 @@ def strided_windows(padded: jax.Array, kernel_hw: tuple[int, int], strides: Sequ
                 padded, (0, i * dh, j * dw, 0),
                 (batch, i * dh + sh * (out_h - 1) + 1, j * dw + sw * (out_w - 1) + 1, channels),
                 (1, sh, sw, 1))
+
+
+def add_windows_back(pieces: Iterable[tuple[int, int, jax.Array]], padded_hw: tuple[int, int],
+                     strides: Sequence[int], dilation: Sequence[int]) -> jax.Array:
+    """The transpose of `strided_windows`: each (i, j, piece), [batch, out_h,
+    out_w, channels], is put back at the padded positions tap (i, j) read
+    (strided, zeros between), and all are summed into [batch, padded_h,
+    padded_w, channels]. XLA fuses the k * k pads and adds into one pass."""
+    (padded_h, padded_w), (sh, sw), (dh, dw) = padded_hw, strides, dilation
+    total = None
+    for i, j, piece in pieces:
+        out_h, out_w = piece.shape[1:3]
+        placed = lax.pad(piece, jnp.zeros((), piece.dtype), (
+            (0, 0, 0), (i * dh, padded_h - i * dh - (out_h - 1) * sh - 1, sh - 1),
+            (j * dw, padded_w - j * dw - (out_w - 1) * sw - 1, sw - 1), (0, 0, 0)))
+        total = placed if total is None else total + placed
+    return total
 
 
 def output_hw(padded_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from zoo.layers.depthwise import strided_windows
+from zoo.layers.depthwise import add_windows_back, output_hw, strided_windows
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -160,7 +160,7 @@ def _max_and_argmax(x: jax.Array, window: tuple[int, int], strides: tuple[int, i
     """The max over each window and the tap that holds it: the first in
     row-major order, a NaN counting as the max (PyTorch's rule)."""
     padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)
-    out_hw = tuple((padded.shape[a + 1] - window[a]) // strides[a] + 1 for a in range(2))
+    out_hw = output_hw(padded.shape[1:3], window, strides, (1, 1))
     index_dtype = jnp.int8 if window[0] * window[1] <= 127 else jnp.int32
     best = argmax = None
     for i, j, values in strided_windows(padded, window, strides, (1, 1), out_hw):
@@ -203,17 +203,13 @@ def _argmax_pool_forward(x, window, strides, pads):
 def _argmax_pool_backward(window, strides, pads, residuals, grad):
     argmax, (_, height, width, _) = residuals
     (top, bottom), (left, right) = pads
-    padded_h, padded_w = height + top + bottom, width + left + right
-    (sh, sw), (out_h, out_w) = strides, grad.shape[1:3]
     zero = jnp.zeros((), grad.dtype)
-    x_grad = None
-    for tap in range(window[0] * window[1]):
-        i, j = divmod(tap, window[1])
-        # Output (r, c)'s tap (i, j) is padded pixel (r * sh + i, c * sw + j).
-        spread = lax.pad(jnp.where(argmax == tap, grad, zero), zero, (
-            (0, 0, 0), (i, padded_h - i - (out_h - 1) * sh - 1, sh - 1),
-            (j, padded_w - j - (out_w - 1) * sw - 1, sw - 1), (0, 0, 0)))
-        x_grad = spread if x_grad is None else x_grad + spread
+    # Each output's gradient, kept only at its winning tap, goes back to the
+    # padded pixel that tap read.
+    winners = ((tap // window[1], tap % window[1], jnp.where(argmax == tap, grad, zero))
+               for tap in range(window[0] * window[1]))
+    x_grad = add_windows_back(winners, (height + top + bottom, width + left + right),
+                              strides, (1, 1))
     return (x_grad[:, top:top + height, left:left + width, :],)
 
 
