@@ -9,7 +9,7 @@
 - `max_pool`: `flax.linen.max_pool` on NHWC input (floor mode, explicit
   symmetric padding = `torch.nn.MaxPool2d`; padded pixels are -inf in both),
   whose gradient on CPU routes through a stored argmax, as PyTorch's does,
-  instead of XLA's select-and-scatter (11x faster, benchmarks/NOTES.md entry 7).
+  instead of XLA's select-and-scatter (3-4x faster, benchmarks/NOTES.md entry 7).
 - `max_pool_ceil`: `torch.nn.MaxPool2d(ceil_mode=True)`, used by GoogLeNet /
   Inception-style networks.
 
@@ -231,9 +231,9 @@ def max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int] |
       [batch, out_height, out_width, channels], the values of flax's max_pool.
 
     Lowered for CPU, floating-point input takes `argmax_max_pool`: XLA's CPU
-    select-and-scatter (the gradient of flax's version) takes 143 ms for a
+    select-and-scatter (the gradient of flax's version) takes 64 ms for a
     3x3/2 pool at [8, 112, 112, 64] forward and backward, the argmax form
-    13 ms. Other platforms and dtypes keep flax's.
+    16-20 ms. Other platforms and dtypes keep flax's.
     """
     _check_nhwc(x, "max_pool")
     window = _pair(tuple(window_shape), "window_shape")
