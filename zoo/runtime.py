@@ -9,15 +9,19 @@ again: 386,000 faults per resnet50 step, about 0.4 s of a 2.4 s step on a
 tensors one at a time, each small enough for glibc to keep.
 
 `keep_freed_host_memory()` tells glibc to keep freed memory mapped (no
-`mmap` for large blocks, one arena, no trimming below 2 GiB), so from the
-third step on the scratch is reused without faults. The cost: the process
-keeps its peak heap until it exits. The `zoo` command and the benchmark
+`mmap` for large blocks, one arena, never trim the heap), so from the third
+step on the scratch is reused without faults. The cost: the process keeps its
+peak heap until it exits. Trimming must be off, not just rare: the largest
+threshold `mallopt` takes is 2 GiB - 1, and a convnext_tiny training step at
+batch 8 frees 4.8 GB at once; with that threshold it re-faulted 1.17 million
+pages per step, 4.1 s against 2.7 s with trimming off (benchmarks/NOTES.md,
+entry 8). The `zoo` command and the benchmark
 scripts call it before anything imports JAX (`import zoo` does not import
 JAX until a model is asked for); library users call it themselves, before
 importing jax, or set the equivalent environment variables before Python
 starts:
 
-    MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647
+    MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1
 
 Set `ZOO_SYSTEM_MALLOC=1` to leave the allocator alone.
 """
@@ -35,8 +39,9 @@ import warnings
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
-# mallopt takes an int, so 2 GiB - 1 is the largest trim threshold it accepts.
-TRIM_THRESHOLD_BYTES = 2**31 - 1
+# -1 turns trimming off (glibc's mallopt(3): "Setting M_TRIM_THRESHOLD to -1
+# disables trimming completely"); a positive int would cap it at 2 GiB - 1.
+NEVER_TRIM = -1
 
 OPT_OUT_VARIABLE = "ZOO_SYSTEM_MALLOC"
 
@@ -76,12 +81,12 @@ def keep_freed_host_memory() -> bool:
             "JAX starts a thread, and glibc may already have fixed its malloc arena limit, "
             "so XLA's step scratch may still be page-faulted every step. Call it before "
             "importing jax or anything that imports it, or set MALLOC_ARENA_MAX=1 "
-            "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 before Python starts.",
+            "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1 before Python starts.",
             RuntimeWarning, stacklevel=2)
     mallopt = ctypes.CDLL(libc_path).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # mallopt returns 1 on success; all three or the setting is not coherent.
     ok = all(mallopt(param, value) == 1 for param, value in (
-        (M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)))
+        (M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, NEVER_TRIM)))
     _applied = ok
     return ok
