@@ -29,7 +29,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from zoo.layers.depthwise import output_hw as _output_hw
-from zoo.layers.depthwise import add_windows_back, shifted_depthwise_conv, strided_windows
+from zoo.layers.depthwise import (add_windows_back, explicit_pads, shifted_depthwise_conv,
+                                  strided_windows)
 
 Padding = str | Sequence[tuple[int, int]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -216,15 +217,6 @@ def _dense_backward(strides, padding, dilation, residuals, grad):
 dense_conv.defvjp(_dense_forward, _dense_backward)
 
 
-def _explicit_pads(padding: Padding, in_hw: Sequence[int], kernel_hw: Sequence[int],
-                   strides: Sequence[int], dilation: Sequence[int]) -> Pads:
-    if isinstance(padding, str):
-        dilated = [(k - 1) * d + 1 for k, d in zip(kernel_hw, dilation)]
-        padding = lax.padtype_to_pads(in_hw, dilated, strides, padding)
-    (top, bottom), (left, right) = padding
-    return (int(top), int(bottom)), (int(left), int(right))
-
-
 def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pads,
               dilation: tuple[int, int], groups: int
               ) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
@@ -267,7 +259,7 @@ def conv_general_dilated(
     strides = (int(window_strides[0]), int(window_strides[1]))
     dilation = ((int(rhs_dilation[0]), int(rhs_dilation[1])) if rhs_dilation is not None
                 else (1, 1))
-    pads = _explicit_pads(padding, lhs.shape[1:3], rhs.shape[:2], strides, dilation)
+    pads = explicit_pads(padding, lhs.shape[1:3], rhs.shape[:2], strides, dilation)
     if any(p < 0 for pair in pads for p in pair):
         return xla(lhs, rhs)       # negative padding (cropping): XLA's conv handles it
     cpu = _cpu_form(lhs, rhs, strides, pads, dilation, feature_group_count)

@@ -57,6 +57,18 @@ def add_windows_back(pieces: Iterable[tuple[int, int, jax.Array]], padded_hw: tu
     return total
 
 
+def explicit_pads(padding: str | Sequence[tuple[int, int]], in_hw: Sequence[int],
+                  kernel_hw: Sequence[int], strides: Sequence[int], dilation: Sequence[int]
+                  ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) as ints: XLA's "SAME" / "VALID" worked
+    out for the dilated kernel, or explicit pairs passed through."""
+    if isinstance(padding, str):
+        dilated = [(k - 1) * d + 1 for k, d in zip(kernel_hw, dilation)]
+        padding = lax.padtype_to_pads(in_hw, dilated, strides, padding)
+    (top, bottom), (left, right) = padding
+    return (int(top), int(bottom)), (int(left), int(right))
+
+
 def output_hw(padded_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
               dilation: Sequence[int]) -> tuple[int, int]:
     """(out_h, out_w) of a VALID convolution over an already padded input."""

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from zoo.layers.depthwise import add_windows_back, output_hw, strided_windows
+from zoo.layers.depthwise import add_windows_back, explicit_pads, output_hw, strided_windows
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -244,11 +244,7 @@ def max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int] |
 
     if not jnp.issubdtype(x.dtype, jnp.floating):
         return flax_pool(x)
-    if isinstance(padding, str):
-        pads = lax.padtype_to_pads(x.shape[1:3], window, stride, padding)
-    else:
-        pads = padding
-    (top, bottom), (left, right) = ((int(a), int(b)) for a, b in pads)
+    (top, bottom), (left, right) = explicit_pads(padding, x.shape[1:3], window, stride, (1, 1))
     if min(top, bottom, left, right) < 0:
         return flax_pool(x)
     return lax.platform_dependent(
