@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import platform
 import subprocess
 import sys
@@ -71,6 +72,15 @@ def test_a_freed_block_above_2_gib_is_kept_too():
 
 
 @glibc_only
+def test_the_documented_environment_variables_keep_it_too():
+    # What the README and the late-call warning tell users to set instead.
+    size = 5 * 2**29
+    env = dict(pair.split("=") for pair in runtime.ENVIRONMENT_EQUIVALENT.split())
+    kept = _probe("system", size=size, repeats=3, **env)
+    assert max(kept["faults"]) < size // 4096 // 20, kept
+
+
+@glibc_only
 def test_opt_out_variable_leaves_the_allocator_alone():
     assert not _probe("keep", **{runtime.OPT_OUT_VARIABLE: "1"})["applied"]
 
@@ -90,3 +100,9 @@ def test_the_zoo_command_can_set_the_allocator_before_jax_is_imported():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, timeout=300).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_readme_and_docstring_give_the_same_environment_variables():
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert runtime.ENVIRONMENT_EQUIVALENT in " ".join(readme.split())
+    assert runtime.ENVIRONMENT_EQUIVALENT in runtime.__doc__

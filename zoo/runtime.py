@@ -44,6 +44,8 @@ M_ARENA_MAX = -8
 NEVER_TRIM = -1
 
 OPT_OUT_VARIABLE = "ZOO_SYSTEM_MALLOC"
+# The same three settings as glibc reads them from the environment at start-up.
+ENVIRONMENT_EQUIVALENT = "MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1"
 
 _applied = False
 
@@ -80,8 +82,8 @@ def keep_freed_host_memory() -> bool:
             "zoo.runtime.keep_freed_host_memory() called after JAX was imported: importing "
             "JAX starts a thread, and glibc may already have fixed its malloc arena limit, "
             "so XLA's step scratch may still be page-faulted every step. Call it before "
-            "importing jax or anything that imports it, or set MALLOC_ARENA_MAX=1 "
-            "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1 before Python starts.",
+            f"importing jax or anything that imports it, or set {ENVIRONMENT_EQUIVALENT} "
+            "before Python starts.",
             RuntimeWarning, stacklevel=2)
     mallopt = ctypes.CDLL(libc_path).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
