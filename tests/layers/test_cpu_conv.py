@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -153,3 +154,32 @@ def test_bfloat16_forms_keep_the_dtype_and_match_float32():
     grads = jax.grad(lambda x, k: jnp.sum(dense_conv(x, k, (1, 1), ((1, 1), (1, 1))).astype(
         jnp.float32)), argnums=(0, 1))(x, kernel3)
     assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
+
+
+def _convs_outside_platform_choice(jaxpr) -> int:
+    """Convolutions in `jaxpr` that are not inside a `cond` (the form
+    `lax.platform_dependent` traces), looking into every other sub-jaxpr."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            count += 1
+        elif eqn.primitive.name != "cond":
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                count += _convs_outside_platform_choice(sub)
+    return count
+
+
+# One model per family whose every convolution has a CPU form (ResNeXt's
+# grouped convs and the squeeze-excite 1x1 convs on 1x1 maps do not; LeNet's
+# 5x5 convs stay XLA's on purpose, see zoo/models/lenet.py).
+@pytest.mark.parametrize("name", ["simple_cnn", "alexnet", "vgg11_bn", "resnet18", "googlenet",
+                                  "inception_v3", "densenet121", "mobilenet_v2", "convnext_tiny",
+                                  "vit_b_32"])
+def test_model_families_route_every_conv_through_the_cpu_choice(name):
+    import zoo
+    model = zoo.create_model(name)
+    size = model.min_input_size
+    x = jax.ShapeDtypeStruct((1, size, size, model.in_channels), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    assert _convs_outside_platform_choice(closed.jaxpr) == 0

@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.cpu_conv import conv_general_dilated
 from zoo.layers.pooling import adaptive_avg_pool, max_pool
 from zoo.layers.validation import check_images
 from zoo.registry import register_model
@@ -83,7 +84,9 @@ class AlexNet(nn.Module):
         x = nn.Conv(features, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
                     kernel_init=torch_default_kernel_init,
                     bias_init=torch_default_bias_init(fan_in),
-                    dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
+                    dtype=self.dtype, param_dtype=self.param_dtype,
+                    conv_general_dilated=conv_general_dilated,  # CPU forms, as in ConvBNAct
+                    name=name)(x)
         return nn.relu(x)
 
     def _dense(self, x: jax.Array, features: int, name: str) -> jax.Array:

@@ -39,7 +39,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.batch_norm import BatchNorm
 from zoo.layers.conv_bn_act import ConvBNAct
+from zoo.layers.cpu_conv import conv_general_dilated
 from zoo.layers.pooling import global_avg_pool, max_pool
 from zoo.layers.validation import check_images
 from zoo.registry import register_model
@@ -68,14 +70,16 @@ def bn_relu_conv(
     submodules of the calling module, named `norm_name` and `conv_name`.
     x: [batch, h, w, c] -> [batch, h, w, features].
     """
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     axis_name=bn_axis_name, dtype=dtype, param_dtype=param_dtype,
-                     name=norm_name)(x)
+    # Zoo's BatchNorm and CPU convolution forms, as in ConvBNAct (zoo.layers).
+    x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                  axis_name=bn_axis_name, dtype=dtype, param_dtype=param_dtype,
+                  name=norm_name)(x)
     x = nn.relu(x)
     pad = kernel_size // 2
     return nn.Conv(features, (kernel_size, kernel_size), padding=((pad, pad), (pad, pad)),
                    use_bias=False, kernel_init=kaiming_normal_fan_in, dtype=dtype,
-                   param_dtype=param_dtype, name=conv_name)(x)
+                   param_dtype=param_dtype, conv_general_dilated=conv_general_dilated,
+                   name=conv_name)(x)
 
 
 class DenseLayer(nn.Module):
@@ -214,9 +218,9 @@ class DenseNet(nn.Module):
             if index != len(self.block_config) - 1:
                 x = Transition(x.shape[-1] // 2, name=f"transition{index + 1}", **common)(
                     x, train=train)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         axis_name=self.bn_axis_name, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name="norm5")(x)
+        x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      axis_name=self.bn_axis_name, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name="norm5")(x)
         features = global_avg_pool(nn.relu(x))
         if return_features or self.num_classes == 0:
             return features.astype(jnp.float32)

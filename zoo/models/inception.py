@@ -40,7 +40,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.batch_norm import BatchNorm
 from zoo.layers.conv_bn_act import ConvBNAct, conv_kernel_init
+from zoo.layers.cpu_conv import conv_general_dilated
 from zoo.layers.pooling import global_avg_pool, max_pool
 from zoo.layers.validation import check_images
 from zoo.registry import register_model
@@ -77,12 +79,14 @@ class FactorizedConvBNAct(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """x: [batch, h, w, c] -> [batch, h, w, features] (padding keeps the size)."""
         pad_h, pad_w = self.padding
+        # Zoo's CPU convolution forms and BatchNorm, as in ConvBNAct.
         x = nn.Conv(self.features, self.kernel_size, padding=((pad_h, pad_h), (pad_w, pad_w)),
                     use_bias=False, kernel_init=conv_kernel_init, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPSILON,
-                         axis_name=self.bn_axis_name, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name="bn")(x)
+                    param_dtype=self.param_dtype, conv_general_dilated=conv_general_dilated,
+                    name="conv")(x)
+        x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPSILON,
+                      axis_name=self.bn_axis_name, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name="bn")(x)
         return nn.relu(x)
 
 

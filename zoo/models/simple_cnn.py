@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.cpu_conv import conv_general_dilated
 from zoo.layers.pooling import max_pool
 from zoo.layers.validation import check_images
 from zoo.registry import register_model
@@ -50,7 +51,8 @@ class SimpleCNN(nn.Module):
         or features [batch, 1600] with `return_features=True`."""
         check_images(x, channels=self.in_channels, min_size=self.min_input_size, model="SimpleCNN")
         conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="VALID",
-                                 dtype=self.dtype, param_dtype=self.param_dtype)
+                                 dtype=self.dtype, param_dtype=self.param_dtype,
+                                 conv_general_dilated=conv_general_dilated)
         x = x.astype(self.dtype)
         x = nn.relu(conv(32, name="conv1")(x))
         x = max_pool(x, (2, 2), strides=(2, 2))
