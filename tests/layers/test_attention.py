@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.layers.attention import MultiHeadSelfAttention, attention_with_dropout
+from zoo.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
 
 BATCH, TOKENS, WIDTH, HEADS = 2, 7, 16, 4
 
@@ -62,10 +62,20 @@ def test_permuting_tokens_permutes_outputs(setup):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_dropout_path_matches_fused_path_without_dropout():
-    q, k, v = (jax.random.normal(jax.random.key(i), (2, 5, 3, 4)) for i in range(3))
-    np.testing.assert_allclose(attention_with_dropout(q, k, v, lambda p: p),
-                               jax.nn.dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_heads_major_attention_equals_jax_dot_product_attention(dtype):
+    # jax.nn's layout is [batch, tokens, heads, head_dim]; Zoo's heads-major.
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 5, 3, 4), dtype) for i in range(3))
+    heads_major = lambda a: a.transpose(0, 2, 1, 3)  # noqa: E731
+    out = scaled_dot_product_attention(heads_major(q), heads_major(k), heads_major(v))
+    assert out.dtype == dtype
+    tolerance = 1e-6 if dtype == jnp.float32 else 1e-2
+    np.testing.assert_allclose(np.asarray(heads_major(out), np.float32),
+                               np.asarray(jax.nn.dot_product_attention(q, k, v), np.float32),
+                               rtol=tolerance, atol=tolerance)
+    dropped = scaled_dot_product_attention(heads_major(q), heads_major(k), heads_major(v),
+                                           dropout=jnp.zeros_like)
+    np.testing.assert_array_equal(np.asarray(dropped, np.float32), 0.0)
 
 
 def test_attention_dropout_only_in_train(setup):
