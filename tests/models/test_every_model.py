@@ -30,7 +30,6 @@ import numpy as np
 import pytest
 
 import zoo
-import zoo.counting
 from zoo import registry
 from zoo.registry import synthetic_variables
 
