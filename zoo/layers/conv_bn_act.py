@@ -20,10 +20,20 @@ from zoo.layers.cpu_conv import conv_general_dilated
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def torch_padding(kernel_size: int, dilation: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Symmetric padding that PyTorch uses for an odd `kernel_size`."""
-    pad = (kernel_size - 1) // 2 * dilation
-    return ((pad, pad), (pad, pad))
+def pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a size given as one int (square) or a pair."""
+    if isinstance(value, int):
+        return (value, value)
+    height, width = value
+    return (int(height), int(width))
+
+
+def torch_padding(kernel_size: int | tuple[int, int],
+                  dilation: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Symmetric padding that PyTorch uses for odd kernel sizes, per axis."""
+    kh, kw = pair(kernel_size)
+    pad_h, pad_w = (kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation
+    return ((pad_h, pad_h), (pad_w, pad_w))
 
 
 class ConvBNAct(nn.Module):
@@ -33,9 +43,10 @@ class ConvBNAct(nn.Module):
 
     Attributes:
       features: output channels.
-      kernel_size: square kernel size.
+      kernel_size: kernel size, square (3) or (height, width) (Inception's 1x7 and 7x1).
       strides: square stride.
-      padding: symmetric padding in pixels; None means `(kernel_size - 1) // 2 * dilation`.
+      padding: symmetric padding in pixels, one for both axes or (height, width);
+        None means `(kernel - 1) // 2 * dilation` on each axis.
       groups: `feature_group_count` (in_channels for depthwise convolutions).
       dilation: kernel dilation.
       use_bias: conv bias (off when followed by BatchNorm).
@@ -48,9 +59,9 @@ class ConvBNAct(nn.Module):
     """
 
     features: int
-    kernel_size: int = 3
+    kernel_size: int | tuple[int, int] = 3
     strides: int = 1
-    padding: int | None = None
+    padding: int | tuple[int, int] | None = None
     groups: int = 1
     dilation: int = 1
     use_bias: bool = False
@@ -69,10 +80,11 @@ class ConvBNAct(nn.Module):
         if self.padding is None:
             padding = torch_padding(self.kernel_size, self.dilation)
         else:
-            padding = ((self.padding, self.padding), (self.padding, self.padding))
+            pad_h, pad_w = pair(self.padding)
+            padding = ((pad_h, pad_h), (pad_w, pad_w))
         x = nn.Conv(
             self.features,
-            (self.kernel_size, self.kernel_size),
+            pair(self.kernel_size),
             strides=self.strides,
             padding=padding,
             kernel_dilation=self.dilation,

@@ -40,9 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.layers.batch_norm import BatchNorm
-from zoo.layers.conv_bn_act import ConvBNAct, conv_kernel_init
-from zoo.layers.cpu_conv import conv_general_dilated
+from zoo.layers.conv_bn_act import ConvBNAct
 from zoo.layers.pooling import global_avg_pool, max_pool
 from zoo.layers.validation import check_images
 from zoo.registry import register_model
@@ -63,33 +61,6 @@ class InceptionOutputs(NamedTuple):
     aux: jax.Array
 
 
-class FactorizedConvBNAct(nn.Module):
-    """Conv (no bias) with a rectangular kernel (1x7, 7x1, 1x3, 3x1) + BatchNorm
-    + ReLU; the shared ConvBNAct takes square kernels only. Same submodule
-    names (`conv`, `bn`) and initialisation as ConvBNAct."""
-
-    features: int
-    kernel_size: tuple[int, int]
-    padding: tuple[int, int]
-    bn_axis_name: str | None = None
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """x: [batch, h, w, c] -> [batch, h, w, features] (padding keeps the size)."""
-        pad_h, pad_w = self.padding
-        # Zoo's CPU convolution forms and BatchNorm, as in ConvBNAct.
-        x = nn.Conv(self.features, self.kernel_size, padding=((pad_h, pad_h), (pad_w, pad_w)),
-                    use_bias=False, kernel_init=conv_kernel_init, dtype=self.dtype,
-                    param_dtype=self.param_dtype, conv_general_dilated=conv_general_dilated,
-                    name="conv")(x)
-        x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPSILON,
-                      axis_name=self.bn_axis_name, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name="bn")(x)
-        return nn.relu(x)
-
-
 class _Block(nn.Module):
     """Base of the Inception blocks: helpers building their BasicConv2d layers."""
 
@@ -97,22 +68,20 @@ class _Block(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def conv(self, features: int, kernel: int, name: str, *, stride: int = 1,
-             padding: int = 0) -> ConvBNAct:
-        """Square BasicConv2d (torchvision pads 0 unless told)."""
+    def conv(self, features: int, kernel: int | tuple[int, int], name: str, *, stride: int = 1,
+             padding: int | tuple[int, int] = 0) -> ConvBNAct:
+        """BasicConv2d (torchvision pads 0 unless told)."""
         return ConvBNAct(features, kernel, stride, padding=padding, bn_epsilon=BN_EPSILON,
                          bn_axis_name=self.bn_axis_name, dtype=self.dtype,
                          param_dtype=self.param_dtype, name=name)
 
-    def conv_1xn(self, features: int, n: int, name: str) -> FactorizedConvBNAct:
-        """BasicConv2d with kernel (1, n), padding (0, n // 2)."""
-        return FactorizedConvBNAct(features, (1, n), (0, n // 2), self.bn_axis_name,
-                                   self.dtype, self.param_dtype, name=name)
+    def conv_1xn(self, features: int, n: int, name: str) -> ConvBNAct:
+        """Factorised BasicConv2d: kernel (1, n), padding (0, n // 2)."""
+        return self.conv(features, (1, n), name, padding=(0, n // 2))
 
-    def conv_nx1(self, features: int, n: int, name: str) -> FactorizedConvBNAct:
-        """BasicConv2d with kernel (n, 1), padding (n // 2, 0)."""
-        return FactorizedConvBNAct(features, (n, 1), (n // 2, 0), self.bn_axis_name,
-                                   self.dtype, self.param_dtype, name=name)
+    def conv_nx1(self, features: int, n: int, name: str) -> ConvBNAct:
+        """Factorised BasicConv2d: kernel (n, 1), padding (n // 2, 0)."""
+        return self.conv(features, (n, 1), name, padding=(n // 2, 0))
 
 
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
