@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from zoo.layers.depthwise import shifted_depthwise_conv
+from zoo.layers.depthwise import library_fusion_fence, shifted_depthwise_conv
 
 
 def _xla(x, kernel, strides, padding, dilation=(1, 1)):
@@ -52,3 +52,32 @@ def test_bfloat16_accumulates_in_float32():
     assert out.dtype == jnp.bfloat16
     want = _xla(x.astype(jnp.float32), kernel.astype(jnp.float32), (1, 1), ((1, 1), (1, 1)))
     np.testing.assert_allclose(out.astype(jnp.float32), want, rtol=2e-2, atol=2e-2)
+
+
+def test_windows_are_not_written_out_when_a_reduction_follows():
+    # ConvNeXt's 7x7 depthwise conv feeds a LayerNorm. Without
+    # library_fusion_fence, XLA's CPU backend pulls the multiply-adds into the
+    # LayerNorm's YNNPACK fusion and writes every shifted window out first
+    # (44 MB of scratch here, against 5 MB with the fence).
+    x = jax.ShapeDtypeStruct((2, 56, 56, 96), jnp.float32)
+    kernel = jax.ShapeDtypeStruct((7, 7, 1, 96), jnp.float32)
+
+    def conv_then_layer_norm(x, kernel):
+        y = shifted_depthwise_conv(x, kernel, (1, 1), ((3, 3), (3, 3)))
+        mean = y.mean(-1, keepdims=True)
+        return (y - mean) * lax.rsqrt(((y - mean) ** 2).mean(-1, keepdims=True) + 1e-6)
+
+    compiled = jax.jit(conv_then_layer_norm).lower(x, kernel).compile()
+    input_bytes = 2 * 56 * 56 * 96 * 4
+    # The padded input and one output's worth of buffers, not 28 windows.
+    assert compiled.memory_analysis().temp_size_in_bytes < 4 * input_bytes
+
+
+def test_library_fusion_fence_is_an_exact_identity_for_float32_only():
+    values = jnp.asarray([0.0, -0.0, 1e-45, 3.4e38, 1.0 + 2.0 ** -23, np.inf, -np.inf],
+                         jnp.float32)
+    fenced = jax.jit(library_fusion_fence)(values)
+    np.testing.assert_array_equal(np.asarray(fenced).view(np.uint32),
+                                  np.asarray(values).view(np.uint32))
+    with pytest.raises(TypeError, match="float32"):
+        library_fusion_fence(values.astype(jnp.bfloat16))
