@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from zoo.layers.depthwise import library_fusion_fence, shifted_depthwise_conv
+from zoo.layers.depthwise import shifted_depthwise_conv
 
 
 def _xla(x, kernel, strides, padding, dilation=(1, 1)):
@@ -72,12 +72,3 @@ def test_windows_are_not_written_out_when_a_reduction_follows():
     # The padded input and one output's worth of buffers, not 28 windows.
     assert compiled.memory_analysis().temp_size_in_bytes < 4 * input_bytes
 
-
-def test_library_fusion_fence_is_an_exact_identity_for_float32_only():
-    values = jnp.asarray([0.0, -0.0, 1e-45, 3.4e38, 1.0 + 2.0 ** -23, np.inf, -np.inf],
-                         jnp.float32)
-    fenced = jax.jit(library_fusion_fence)(values)
-    np.testing.assert_array_equal(np.asarray(fenced).view(np.uint32),
-                                  np.asarray(values).view(np.uint32))
-    with pytest.raises(TypeError, match="float32"):
-        library_fusion_fence(values.astype(jnp.bfloat16))

@@ -5,5 +5,6 @@ Import from the submodule that defines a block, e.g.
 conv_bn_act, validation, make_divisible, drop_path, pooling, squeeze_excite,
 mlp, attention, layer_scale, depthwise (a CPU-fast depthwise convolution),
 cpu_conv (CPU-fast convolutions), dense (a dot_general for nn.Dense on tokens),
-batch_norm (nn.BatchNorm with a hand-written training gradient).
+batch_norm (nn.BatchNorm with a hand-written training gradient), fusion_fence
+(an exact identity that bounds XLA's CPU library fusions).
 """

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from zoo.layers.fusion_fence import library_fusion_fence
+
 
 def strided_windows(padded: jax.Array, kernel_hw: tuple[int, int], strides: Sequence[int],
                     dilation: Sequence[int], out_hw: tuple[int, int]
@@ -102,25 +104,12 @@ def shifted_depthwise_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, 
     total = jnp.zeros((x.shape[0], *out_hw, x.shape[3]), jnp.float32)
     for i, j, window in strided_windows(padded, kernel.shape[:2], strides, dilation, out_hw):
         total = total + window.astype(jnp.float32) * weights[i, j]
+    # When a reduction follows (ConvNeXt's LayerNorm), XLA grew its YNNPACK
+    # fusion up into these multiply-adds and wrote every shifted window out as a
+    # buffer first: 176 MB of scratch for a 7x7 conv + LayerNorm at [8, 56, 56,
+    # 96], against 21 MB with the fence, where the taps stay one XLA loop over
+    # the padded input (benchmarks/NOTES.md, entry 11).
     return library_fusion_fence(total).astype(x.dtype)
-
-
-def library_fusion_fence(total: jax.Array) -> jax.Array:
-    """`total` (float32) unchanged, through an op that XLA's CPU backend keeps
-    and that its YNNPACK fusions do not take.
-
-    When the shifted sum feeds a reduction (ConvNeXt's LayerNorm), XLA grows
-    the reduction's YNNPACK fusion up into the multiply-adds. A YNNPACK fusion
-    reads its operands from memory, so every shifted window was first written
-    out as a buffer of its own: 28 window buffers, 176 MB of scratch for a 7x7
-    depthwise conv + LayerNorm at [8, 56, 56, 96], against 21 MB with the fence,
-    where the k * k taps stay one XLA loop over the padded input
-    (convnext_tiny inference, batch 8 at 224 px: 817 -> 709 ms;
-    benchmarks/NOTES.md, entry 11). Rounding float32 to float32 is exact.
-    """
-    if total.dtype != jnp.float32:
-        raise TypeError(f"library_fusion_fence takes the float32 sum, got {total.dtype}")
-    return lax.reduce_precision(total, exponent_bits=8, mantissa_bits=23)
 
 
 def _forward(x, kernel, strides, padding, dilation):

@@ -16,6 +16,7 @@ import numpy as np
 from jax import lax
 
 from zoo.layers.dense import flat_dot_general
+from zoo.layers.fusion_fence import cpu_library_fusion_fence
 
 # timm and torchvision initialise transformer / ConvNeXt linears with
 # trunc_normal_(std=0.02) truncated at +-2 in absolute value, i.e. at 100
@@ -33,7 +34,13 @@ def gelu(x: jax.Array) -> jax.Array:
     [8, 56, 56, 384] against 3.0 ms with erf, the formula PyTorch's CPU kernel
     uses (benchmarks/NOTES.md, entry 7). The two differ by at most 1e-6.
     """
-    return x * (0.5 + 0.5 * lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
+    y = x * (0.5 + 0.5 * lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
+    # On CPU, XLA put the GELU inside the YNNPACK fusion of the two Dense
+    # products around it, and fed it the constants 0.5 and sqrt(0.5) as
+    # buffers broadcast to the full activation (38 MB each at ConvNeXt-T's
+    # stage 1, batch 8). Fenced, the GELU is one XLA loop: convnext_tiny
+    # inference -4% to -6%, scratch 202 -> 83 MiB (benchmarks/NOTES.md, entry 11).
+    return cpu_library_fusion_fence(y)
 
 
 class Mlp(nn.Module):
