@@ -56,10 +56,11 @@ def test_xdist_loadgroup_keeps_each_group_on_one_worker(tmp_path: Path) -> None:
         cwd=suite, capture_output=True, text=True, timeout=300,
         env={**_environment(), "GROUPS_OUT": str(out)})
     assert result.returncode == 0, result.stdout + result.stderr
+    records = list(out.iterdir())
+    assert len(records) == 16, "every generated test ran"
     workers = collections.defaultdict(set)
-    for record in out.iterdir():
+    for record in records:
         workers[record.name.split("-")[0]].add(record.read_text())
-    assert sum(1 for _ in out.iterdir()) == 16, "every generated test ran"
     assert set(workers) == {"0", "1"}
     split = {group: sorted(names) for group, names in workers.items() if len(names) != 1}
     assert not split, (f"--dist loadgroup ran one xdist_group on several workers: {split}; "

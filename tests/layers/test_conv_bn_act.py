@@ -5,18 +5,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.layers.conv_bn_act import ConvBNAct, pair, torch_padding
+from zoo.layers.conv_bn_act import ConvBNAct, torch_padding
+from zoo.layers.validation import int_pair
 
 
 def test_pair_and_torch_padding_per_axis():
-    assert pair(3) == (3, 3)
-    assert pair((1, 7)) == (1, 7)
+    assert int_pair(3, "kernel_size") == (3, 3)
+    assert int_pair((1, 7), "kernel_size") == (1, 7)
     assert torch_padding(3) == ((1, 1), (1, 1))
     assert torch_padding(7, dilation=2) == ((6, 6), (6, 6))
     assert torch_padding((1, 7)) == ((0, 0), (3, 3))
     assert torch_padding((3, 1), dilation=2) == ((2, 2), (0, 0))
     with pytest.raises((TypeError, ValueError)):
-        pair((1, 2, 3))  # type: ignore[arg-type]
+        int_pair((1, 2, 3), "kernel_size")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kernel, padding, out_hw", [
@@ -29,7 +30,7 @@ def test_rectangular_kernels_match_the_reference_conv_and_batch_norm(kernel, pad
     x = jax.random.normal(jax.random.key(0), (2, 6, 9, 5))
     block = ConvBNAct(4, kernel, padding=padding, bn_epsilon=1e-3)
     variables = block.init(jax.random.key(1), x, train=False)
-    kh, kw = pair(kernel)
+    kh, kw = int_pair(kernel, "kernel")
     kernel_value = variables["params"]["conv"]["kernel"]
     assert kernel_value.shape == (kh, kw, 5, 4)
     # Non-trivial statistics and affine terms, so a mix-up of axes shows.
@@ -43,7 +44,7 @@ def test_rectangular_kernels_match_the_reference_conv_and_batch_norm(kernel, pad
     out = block.apply(variables, x, train=False)
     assert out.shape == (2, *out_hw, 4)
 
-    pads = torch_padding(kernel) if padding is None else tuple((p, p) for p in pair(padding))
+    pads = torch_padding(kernel) if padding is None else tuple((p, p) for p in int_pair(padding, "padding"))
     conv = jax.lax.conv_general_dilated(x, kernel_value, (1, 1), pads,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
     expected = jax.nn.relu((conv - stats["mean"]) / jnp.sqrt(stats["var"] + 1e-3)

@@ -71,4 +71,3 @@ def test_windows_are_not_written_out_when_a_reduction_follows():
     input_bytes = 2 * 56 * 56 * 96 * 4
     # The padded input and one output's worth of buffers, not 28 windows.
     assert compiled.memory_analysis().temp_size_in_bytes < 4 * input_bytes
-

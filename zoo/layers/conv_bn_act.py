@@ -15,23 +15,16 @@ import jax
 
 from zoo.layers.batch_norm import BatchNorm
 from zoo.layers.cpu_conv import conv_general_dilated
+from zoo.layers.validation import int_pair
 
 # He-normal with fan_out, the initialisation torchvision uses for convolutions.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    """(height, width) of a size given as one int (square) or a pair."""
-    if isinstance(value, int):
-        return (value, value)
-    height, width = value
-    return (int(height), int(width))
-
-
 def torch_padding(kernel_size: int | tuple[int, int],
                   dilation: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
     """Symmetric padding that PyTorch uses for odd kernel sizes, per axis."""
-    kh, kw = pair(kernel_size)
+    kh, kw = int_pair(kernel_size, "kernel_size")
     pad_h, pad_w = (kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation
     return ((pad_h, pad_h), (pad_w, pad_w))
 
@@ -80,11 +73,11 @@ class ConvBNAct(nn.Module):
         if self.padding is None:
             padding = torch_padding(self.kernel_size, self.dilation)
         else:
-            pad_h, pad_w = pair(self.padding)
+            pad_h, pad_w = int_pair(self.padding, "padding")
             padding = ((pad_h, pad_h), (pad_w, pad_w))
         x = nn.Conv(
             self.features,
-            pair(self.kernel_size),
+            int_pair(self.kernel_size, "kernel_size"),
             strides=self.strides,
             padding=padding,
             kernel_dilation=self.dilation,

@@ -29,15 +29,9 @@ import numpy as np
 from jax import lax
 
 from zoo.layers.depthwise import add_windows_back, explicit_pads, output_hw, strided_windows
+from zoo.layers.validation import int_pair
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
-
-
-def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
 
 
 def _check_nhwc(x: jax.Array, what: str) -> None:
@@ -90,7 +84,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: int | tuple[int, int]) -> jax.A
       [batch, out_height, out_width, channels].
     """
     _check_nhwc(x, "adaptive_avg_pool")
-    out_h, out_w = _pair(output_size, "output_size")
+    out_h, out_w = int_pair(output_size, "output_size")
     if out_h < 1 or out_w < 1:
         raise ValueError(f"output_size must be >= 1, got {output_size!r}")
     x = _adaptive_mean_along(x, 1, out_h)
@@ -135,8 +129,8 @@ def max_pool_ceil(
       `ceil_mode_output_size(size, window, stride, padding)`.
     """
     _check_nhwc(x, "max_pool_ceil")
-    windows, strides = _pair(window, "window"), _pair(stride, "stride")
-    paddings = _pair(padding, "padding")
+    windows, strides = int_pair(window, "window"), int_pair(stride, "stride")
+    paddings = int_pair(padding, "padding")
     pads = []
     for axis, (k, s, p) in enumerate(zip(windows, strides, paddings)):
         size = x.shape[axis + 1]
@@ -236,8 +230,8 @@ def max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int] |
     16-20 ms. Other platforms and dtypes keep flax's.
     """
     _check_nhwc(x, "max_pool")
-    window = _pair(tuple(window_shape), "window_shape")
-    stride = _pair(tuple(strides) if strides is not None else (1, 1), "strides")
+    window = int_pair(tuple(window_shape), "window_shape")
+    stride = int_pair(tuple(strides) if strides is not None else (1, 1), "strides")
 
     def flax_pool(x: jax.Array) -> jax.Array:
         return nn.max_pool(x, window, strides=stride, padding=padding)

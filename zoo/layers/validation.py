@@ -2,7 +2,8 @@
 
 Models call `check_images` first thing in `__call__`, so a bad input raises a
 `ValueError` naming the expected shape before XLA sees it (shapes are static
-under tracing, so this costs nothing at run time).
+under tracing, so this costs nothing at run time). `int_pair` reads a size
+given as one int or a (height, width) pair (kernels, strides, paddings).
 """
 
 from __future__ import annotations
@@ -30,3 +31,12 @@ def check_images(x: Any, *, channels: int, min_size: int, model: str) -> None:
             f"{model} needs images of at least {min_size}x{min_size} pixels, shape "
             f"{expected}; got {shape[1]}x{shape[2]} (shape {shape})"
         )
+
+
+def int_pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    """(height, width) of `value`, one int for both axes or a pair of ints;
+    ValueError naming `name` otherwise."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
