@@ -65,6 +65,9 @@ ROW_SCHEMA: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("xla_flags", (str,), "XLA_FLAGS at run time"),
     ("compilation_cache", (bool,), "JAX persistent compilation cache on (compile_s may be a cache read)"),
     ("host_malloc", (str,), "'kept' under zoo.runtime.keep_freed_host_memory, else 'system'"),
+    ("host_cpu", (str,), "host CPU model (x86: with family/model numbers)"),
+    ("host_cpu_vector", (str, type(None)), "widest vector extension of the host CPU (avx512f, avx2, asimd, ...)"),
+    ("host_cpu_cores", (int,), "host cores this process may run on"),
     ("step_ms_samples", (list,), "every timed step, ms (JSON lines only; not in CSV)"),
 )
 ROW_KEYS: tuple[str, ...] = tuple(key for key, _, _ in ROW_SCHEMA)
@@ -154,6 +157,15 @@ def markdown_row(row: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
+def host_cpu_text(row: dict[str, Any]) -> str:
+    """e.g. "AMD EPYC (family 25, model 17), avx512f, 2 cores"; "-" for rows
+    written before the host CPU was recorded."""
+    if not row.get("host_cpu"):
+        return "-"
+    vector = f", {row['host_cpu_vector']}" if row.get("host_cpu_vector") else ""
+    return f"{row['host_cpu']}{vector}, {row.get('host_cpu_cores')} cores"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of `rows`, with the device line above it."""
     lines = []
@@ -162,7 +174,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(f"Device: {first['device_kind']} x{first['num_devices']} "
                      f"({first['backend']}), jax {first['jax_version']}, "
                      f"flax {first['flax_version']}, XLA_FLAGS={first['xla_flags']!r}, "
-                     f"host malloc {first.get('host_malloc') or 'system'}\n")
+                     f"host malloc {first.get('host_malloc') or 'system'}; "
+                     f"host CPU {host_cpu_text(first)}\n")
     lines.append("| " + " | ".join(MARKDOWN_HEADER) + " |")
     lines.append("|" + "---|" * len(MARKDOWN_HEADER))
     lines += ["| " + " | ".join(markdown_row(row)) + " |" for row in rows]
