@@ -12,8 +12,14 @@ first call, the compile, is timed apart). `--dtype bfloat16` runs Zoo in
 bfloat16 and PyTorch under `torch.autocast(bfloat16)`. Train mode is forward,
 cross-entropy, backward and an SGD Nesterov-momentum update on both sides.
 
+The timed steps of Zoo and of every PyTorch variant of a configuration are
+interleaved, one step of each in turn (`zoo.bench.timing.time_interleaved`):
+on a shared machine whose speed drifts, timing one framework after the other
+moved their ratio by 10-15% between runs. Ratios compare median steps.
+
 Writes zoo.jsonl (Zoo's rows, the zoo.bench schema), torch.jsonl (PyTorch
-rows), comparison.md (also printed): throughput of each and Zoo / best PyTorch.
+rows), comparison.md (also printed): images/s at the median step of each,
+Zoo / PyTorch eager and Zoo / the fastest PyTorch variant.
 """
 
 from __future__ import annotations
@@ -21,20 +27,26 @@ from __future__ import annotations
 # Before anything imports JAX: glibc fixes its arena limit when a second
 # thread first allocates, and importing JAX starts one (zoo.runtime).
 if __name__ == "__main__":
+    import os
+
     from zoo.runtime import keep_freed_host_memory
 
     keep_freed_host_memory()
+    # On a GPU both frameworks share the device: JAX must not take 75% of its
+    # memory up front (its default), or PyTorch's steps run out of memory.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from zoo.bench import expand_configs, markdown_table, run_benchmarks
-from zoo.bench.report import append_jsonl
-from zoo.bench.timing import summarize, timed
+from zoo.bench import expand_configs, markdown_table, measure
+from zoo.bench.environment import environment
+from zoo.bench.report import append_jsonl, host_cpu_text
+from zoo.bench.runner import BenchConfig, benchmark_config
+from zoo.bench.timing import summarize, time_interleaved, timed
 
 VARIANTS = ("eager", "channels_last", "compile")
 
@@ -74,9 +86,19 @@ def _torch_step(torch: Any, model: Any, mode: str, device: Any, amp: bool) -> Ca
     return train
 
 
-def time_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
-               image_size: int) -> dict[str, Any]:
-    """One PyTorch row: the zoo.bench protocol on torchvision's `name`."""
+class TorchRun(NamedTuple):
+    """A PyTorch variant built and run once, ready to time: its row (status
+    "error" until timed), its step and its input batches."""
+
+    row: dict[str, Any]
+    step: Callable[[Any], None] | None
+    batches: list[Any]
+
+
+def prepare_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
+                  image_size: int) -> TorchRun:
+    """torchvision's `name` as `variant`, its first call (torch.compile's compile,
+    oneDNN / cuDNN set-up) timed apart; a failure is an error row with no step."""
     import torch
     import torchvision
 
@@ -108,44 +130,86 @@ def time_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
             step(batch)
             _sync(torch, device)
 
-        # The first call: torch.compile's compile, cuDNN/oneDNN set-up.
         _, row["first_step_s"] = timed(lambda: run(batches[0]))
-        for i in range(args.warmup):
-            run(batches[i % len(batches)])
-        samples = []
-        for i in range(args.steps):
-            batch = batches[(args.warmup + i) % len(batches)]
-            start = time.perf_counter()
-            run(batch)
-            samples.append(time.perf_counter() - start)
     except Exception as error:  # noqa: BLE001 - a failing variant is a row, the run goes on
-        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
-        row["status"] = "oom" if "out of memory" in str(error).lower() else "error"
-        return row
+        _record_error(row, error)
+        return TorchRun(row, None, [])
+    return TorchRun(row, run, batches)
+
+
+def _record_error(row: dict[str, Any], error: BaseException) -> None:
+    row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+    row["status"] = "oom" if "out of memory" in str(error).lower() else "error"
+
+
+def fill_torch_row(row: dict[str, Any], samples: list[float] | Exception) -> None:
+    """The timed samples (seconds), or the error a timed step raised, into `row`."""
+    if isinstance(samples, Exception):
+        _record_error(row, samples)
+        return
     stats = summarize(samples)
     row.update(status="ok", step_ms_mean=stats.mean_ms, step_ms_std=stats.std_ms,
                step_ms_p50=stats.p50_ms, step_ms_p90=stats.p90_ms, step_ms_p99=stats.p99_ms,
-               images_per_s=args.batch_size / (stats.mean_ms / 1e3))
-    return row
+               images_per_s=row["batch_size"] / (stats.mean_ms / 1e3))
+
+
+def compare_config(args: argparse.Namespace, config: BenchConfig, variants: list[str],
+                   env: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Zoo's row and one row per PyTorch variant for `config`, their timed steps
+    interleaved (`zoo.bench.timing.time_interleaved`): one step of each in
+    turn, so that the machine's drift falls on all of them alike."""
+    torch_runs = {variant: prepare_torch(args, config.model, config.mode, variant,
+                                         config.image_size) for variant in variants}
+    runnable = {variant: (run.step, run.batches) for variant, run in torch_runs.items()
+                if run.step is not None}
+    timed_torch: dict[str, list[float] | Exception] = {}
+
+    def measure_interleaved(config: BenchConfig) -> measure.Measurement:
+        prepared = measure.prepare(config)
+        results = time_interleaved({"zoo": (prepared.step, prepared.inputs), **runnable},
+                                   warmup=config.warmup, steps=config.steps)
+        zoo_samples = results.pop("zoo")
+        timed_torch.update(results)
+        if isinstance(zoo_samples, Exception):
+            raise zoo_samples
+        return prepared.measurement(zoo_samples)
+
+    zoo_row = benchmark_config(config, env=env, measure_fn=measure_interleaved)
+    if runnable and not timed_torch:  # Zoo failed before its steps: time PyTorch alone
+        timed_torch = time_interleaved(runnable, warmup=config.warmup, steps=config.steps)
+    for variant, samples in timed_torch.items():
+        fill_torch_row(torch_runs[variant].row, samples)
+    return zoo_row, [run.row for run in torch_runs.values()]
+
+
+def _median_speed(row: dict[str, Any]) -> float | None:
+    """Images/s at the median step: one slow step (another tenant, a page-fault
+    burst) moves the mean but not this, so ratios use it."""
+    if row["status"] != "ok" or not row["step_ms_p50"]:
+        return None
+    return row["batch_size"] / (row["step_ms_p50"] / 1e3)
 
 
 def comparison_table(zoo_rows: list[dict[str, Any]], torch_rows: list[dict[str, Any]]) -> str:
-    """Markdown: per model and mode, Zoo img/s, each PyTorch variant, Zoo / best."""
+    """Markdown: per model and mode, images/s at the median step of Zoo and of
+    each PyTorch variant, Zoo / PyTorch eager and Zoo / the fastest variant."""
     header = ["model", "mode", "batch", "size", "dtype", "zoo img/s",
-              *[f"torch {v} img/s" for v in VARIANTS], "zoo / best torch"]
+              *[f"torch {v} img/s" for v in VARIANTS], "zoo / torch eager", "zoo / best torch"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for z in zoo_rows:
         mine = {r["variant"]: r for r in torch_rows
                 if (r["model"], r["mode"]) == (z["model"], z["mode"])}
-        speeds = {v: r["images_per_s"] for v, r in mine.items() if r["status"] == "ok"}
+        speeds = {v: s for v, r in mine.items() if (s := _median_speed(r)) is not None}
         cells = [f"{speeds[v]:.1f}" if v in speeds else (mine[v]["status"] if v in mine else "-")
                  for v in VARIANTS]
-        zoo_speed = z["images_per_s"]
-        ratio = (f"{zoo_speed / max(speeds.values()):.2f}x"
-                 if zoo_speed is not None and speeds else "-")
+        zoo_speed = _median_speed(z)
+        eager = (f"{zoo_speed / speeds['eager']:.2f}x"
+                 if zoo_speed is not None and "eager" in speeds else "-")
+        best = (f"{zoo_speed / max(speeds.values()):.2f}x"
+                if zoo_speed is not None and speeds else "-")
         lines.append("| " + " | ".join([
             z["model"], z["mode"], str(z["batch_size"]), str(z["image_size"]), z["dtype"],
-            "-" if zoo_speed is None else f"{zoo_speed:.1f}", *cells, ratio]) + " |")
+            "-" if zoo_speed is None else f"{zoo_speed:.1f}", *cells, eager, best]) + " |")
     return "\n".join(lines)
 
 
@@ -153,8 +217,10 @@ def write_comparison(out: Path, zoo_rows: list[dict[str, Any]],
                      torch_rows: list[dict[str, Any]], command: str) -> str:
     """comparison.md (device line, ratio table, Zoo's own table, command); returns it."""
     env, first = zoo_rows[0], torch_rows[0] if torch_rows else {}
-    device = (f"Device: {env['device_kind']} x{env['num_devices']}, jax {env['jax_version']}, "
-              f"torch {first.get('torch_version', '-')} ({first.get('num_threads', '-')} threads)")
+    device = (f"Device: {env['device_kind']} x{env['num_devices']}, host CPU {host_cpu_text(env)}, "
+              f"jax {env['jax_version']}, torch {first.get('torch_version', '-')} "
+              f"({first.get('num_threads', '-')} threads). Steps of Zoo and of each PyTorch "
+              f"variant interleaved (one of each in turn); images/s = batch / median step.")
     text = (f"{device}\n\n{comparison_table(zoo_rows, torch_rows)}\n\nZoo rows:\n\n"
             f"{markdown_table(zoo_rows)}\n\nCommand: {command}\n")
     (out / "comparison.md").write_text(text)
@@ -214,17 +280,19 @@ def main(argv: list[str] | None = None) -> int:
     zoo_rows, torch_rows = [], []
     command = "python benchmarks/compare_torch.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = ""
+    env = environment()
     for config in configs:
-        (row,) = run_benchmarks([config], progress=False)
+        row, trows = compare_config(
+            args, config, train_variants if config.mode == "train" else variants, env)
         append_jsonl(args.out / "zoo.jsonl", row)
         zoo_rows.append(row)
-        print(f"zoo   {config.label}: {row['status']} {row['images_per_s']}", file=sys.stderr)
-        for variant in (train_variants if config.mode == "train" else variants):
-            trow = time_torch(args, config.model, config.mode, variant, config.image_size)
+        print(f"zoo   {config.label}: {row['status']} p50 {row['step_ms_p50']} ms "
+              f"{row['error'] or ''}", file=sys.stderr)
+        for trow in trows:
             append_jsonl(args.out / "torch.jsonl", trow)
             torch_rows.append(trow)
-            print(f"torch {config.label} {variant}: {trow['status']} {trow['images_per_s']} "
-                  f"{trow['error'] or ''}", file=sys.stderr)
+            print(f"torch {config.label} {trow['variant']}: {trow['status']} "
+                  f"p50 {trow['step_ms_p50']} ms {trow['error'] or ''}", file=sys.stderr)
         # Rewritten after every configuration: an interrupted run keeps a report.
         text = write_comparison(args.out, zoo_rows, torch_rows, command)
     print(text)

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from zoo.bench.peaks import lookup_peak, peak_tflops
-from zoo.bench.timing import flops_from_cost_analysis, percentile, summarize, time_steps
+from zoo.bench import timing
+from zoo.bench.timing import (flops_from_cost_analysis, percentile, summarize, time_interleaved,
+                              time_steps)
 
 SAMPLES = [
     [5.0],
@@ -58,6 +60,57 @@ def test_time_steps_excludes_warmup_and_rotates_inputs():
     assert seen == ["a", "b", "c", "a", "b", "c"]
     with pytest.raises(ValueError, match="steps >= 1"):
         time_steps(lambda x: x, ["a"], warmup=0, steps=0)
+
+
+def test_time_interleaved_rotates_the_order_and_excludes_warmup():
+    calls = []
+
+    def run(name):
+        return lambda x: calls.append((name, x)) or np.zeros(1)
+
+    results = time_interleaved({"a": (run("a"), ["a0", "a1"]), "b": (run("b"), ["b0"]),
+                                "c": (run("c"), ["c0"])}, warmup=1, steps=3)
+    assert {name: len(samples) for name, samples in results.items()} == {"a": 3, "b": 3, "c": 3}
+    # One step of each per round, each round starting one further along.
+    assert [name for name, _ in calls] == list("abc" "bca" "cab" "abc")
+    assert [x for name, x in calls if name == "a"] == ["a0", "a1", "a0", "a1"]
+    with pytest.raises(ValueError, match="no input buffer"):
+        time_interleaved({"a": (run("a"), [])}, warmup=0, steps=1)
+
+
+def test_time_interleaved_drops_a_failing_run_and_the_others_go_on():
+    count = [0]
+
+    def flaky(x):
+        count[0] += 1
+        if count[0] == 3:
+            raise RuntimeError("third call fails")
+        return np.zeros(1)
+
+    results = time_interleaved({"ok": (lambda x: np.zeros(1), [0]), "flaky": (flaky, [0])},
+                               warmup=1, steps=4)
+    assert len(results["ok"]) == 4
+    assert isinstance(results["flaky"], RuntimeError) and count[0] == 3
+
+
+def test_time_interleaved_spreads_drift_over_all_runs(monkeypatch):
+    # A machine slowing down steadily: every step costs 1 s + 10 ms per step
+    # run before it, on a fake clock. Two identical steps timed one after the
+    # other differ by the drift; interleaved, by one step's share of it.
+    clock = [0.0]
+    done = [0]
+
+    def step(x):
+        clock[0] += 1.0 + 0.01 * done[0]
+        done[0] += 1
+        return np.zeros(1)
+
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    first = np.median(time_steps(step, [0], warmup=0, steps=20))
+    second = np.median(time_steps(step, [0], warmup=0, steps=20))
+    both = time_interleaved({"first": (step, [0]), "second": (step, [0])}, warmup=0, steps=20)
+    assert second / first > 1.15
+    assert np.median(both["second"]) / np.median(both["first"]) == pytest.approx(1.0, abs=0.01)
 
 
 def test_flops_from_cost_analysis_dict_list_and_missing():

@@ -10,6 +10,7 @@ to its computation dtype.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -47,6 +48,41 @@ class Measurement(NamedTuple):
     samples_s: list[float]
     compiled_memory: dict[str, int] | None
     device_peak_bytes: int | None
+
+
+class Prepared(NamedTuple):
+    """A configuration built and compiled, ready to time.
+
+    step: runs one step on one of `inputs` and returns its outputs (train mode
+    carries the donated state from call to call). The other fields are those
+    of `Measurement` known before any step runs.
+    """
+
+    step: Callable[[Any], Any]
+    inputs: list[Any]
+    params: int
+    macs_per_image: int
+    step_macs_per_image: float
+    devices: list[jax.Device]
+    lower_s: float
+    compile_s: float
+    flops_per_device_step: float | None
+    compiled_memory: dict[str, int] | None
+
+    def measurement(self, samples_s: list[float]) -> Measurement:
+        """The Measurement of these timed step samples (seconds)."""
+        return Measurement(
+            params=self.params,
+            macs_per_image=self.macs_per_image,
+            step_macs_per_image=self.step_macs_per_image,
+            devices_used=len(self.devices),
+            lower_s=self.lower_s,
+            compile_s=self.compile_s,
+            flops_per_device_step=self.flops_per_device_step,
+            samples_s=samples_s,
+            compiled_memory=self.compiled_memory,
+            device_peak_bytes=_device_peak_bytes(self.devices),
+        )
 
 
 @functools.cache
@@ -96,7 +132,7 @@ def _device_peak_bytes(devices: list[jax.Device]) -> int | None:
     return max(peaks) if peaks else None
 
 
-def _measure_infer(config: BenchConfig) -> Measurement:
+def _prepare_infer(config: BenchConfig) -> Prepared:
     from zoo.counting import count_params
     from zoo.registry import create_model, init_shapes, synthetic_variables
 
@@ -124,23 +160,21 @@ def _measure_infer(config: BenchConfig) -> Measurement:
         function = jax.jit(forward)
     lowered, lower_s = timed(lambda: function.lower(variables, images[0]))
     compiled, compile_s = timed(lowered.compile)
-    samples = time_steps(lambda x: compiled(variables, x), images,
-                         warmup=config.warmup, steps=config.steps)
-    return Measurement(
+    return Prepared(
+        step=lambda x: compiled(variables, x),
+        inputs=images,
         params=count_params(variables["params"]),
         macs_per_image=_macs_per_image(config.model, config.image_size),
         step_macs_per_image=float(_macs_per_image(config.model, config.image_size)),
-        devices_used=n,
+        devices=devices,
         lower_s=lower_s,
         compile_s=compile_s,
         flops_per_device_step=flops_from_cost_analysis(compiled.cost_analysis()),
-        samples_s=samples,
         compiled_memory=_compiled_memory(compiled),
-        device_peak_bytes=_device_peak_bytes(devices),
     )
 
 
-def _measure_train(config: BenchConfig) -> Measurement:
+def _prepare_train(config: BenchConfig) -> Prepared:
     from zoo.counting import count_macs, count_params
     from zoo.registry import create_model
     from zoo.train.config import OptimizerConfig, ScheduleConfig
@@ -179,28 +213,34 @@ def _measure_train(config: BenchConfig) -> Measurement:
         state, metrics = compiled(state, batch)
         return state, metrics
 
-    samples = time_steps(step, batches, warmup=config.warmup, steps=config.steps)
-    return Measurement(
+    return Prepared(
+        step=step,
+        inputs=batches,
         params=params,
         macs_per_image=_macs_per_image(config.model, config.image_size),
         step_macs_per_image=step_macs / config.batch_size,
-        devices_used=len(devices),
+        devices=devices,
         lower_s=lower_s,
         compile_s=compile_s,
         flops_per_device_step=flops_from_cost_analysis(compiled.cost_analysis()),
-        samples_s=samples,
         compiled_memory=_compiled_memory(compiled),
-        device_peak_bytes=_device_peak_bytes(devices),
     )
+
+
+def prepare(config: BenchConfig) -> Prepared:
+    """Builds and compiles `config` (lowering and compilation timed); no step runs."""
+    if config.mode == "infer":
+        return _prepare_infer(config)
+    if config.mode == "train":
+        return _prepare_train(config)
+    raise ValueError(f"mode must be 'infer' or 'train', got {config.mode!r}")
 
 
 def measure(config: BenchConfig) -> Measurement:
     """Builds, compiles and times `config`; errors (incl. out of memory) propagate."""
-    if config.mode == "infer":
-        return _measure_infer(config)
-    if config.mode == "train":
-        return _measure_train(config)
-    raise ValueError(f"mode must be 'infer' or 'train', got {config.mode!r}")
+    prepared = prepare(config)
+    samples = time_steps(prepared.step, prepared.inputs, warmup=config.warmup, steps=config.steps)
+    return prepared.measurement(samples)
 
 
 def fill_row(row: dict[str, Any], result: Measurement) -> None:

@@ -15,7 +15,7 @@ import dataclasses
 import gc
 import itertools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from zoo.bench import measure
@@ -167,13 +167,18 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def benchmark_config(
-    config: BenchConfig, *, env: dict[str, Any], peak_override: float | None = None
+    config: BenchConfig, *, env: dict[str, Any], peak_override: float | None = None,
+    measure_fn: Callable[[BenchConfig], measure.Measurement] | None = None,
 ) -> dict[str, Any]:
-    """One row for `config`: measured, or status "oom" / "error" with the message."""
+    """One row for `config`: measured, or status "oom" / "error" with the message.
+
+    `measure_fn` builds and times the configuration (None: `measure.measure`;
+    benchmarks/compare_torch.py passes one that times PyTorch's steps
+    interleaved with Zoo's)."""
     row = empty_row(config, env)
     row["peak_tflops_per_device"] = peak_tflops(env["device_kind"], config.dtype, peak_override)
     try:
-        result = measure.measure(config)
+        result = (measure_fn or measure.measure)(config)
     except Exception as error:  # noqa: BLE001 - any failure becomes a row, the run goes on
         row["status"] = "oom" if is_out_of_memory(error) else "error"
         first_line = str(error).splitlines()[0][:500] if str(error) else ""

@@ -9,13 +9,15 @@ timed step ended by `block_until_ready`, inputs rotated among device buffers.
 `step(inputs[i % len(inputs)])` runs one step on the i-th input buffer and
 returns what it computed (any pytree of arrays); the clock stops only once
 every array in it is ready, so asynchronous dispatch cannot hide device time.
+`time_interleaved` times several such steps against each other, one step of
+each in turn, for comparisons (benchmarks/compare_torch.py).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import jax
@@ -55,6 +57,52 @@ def time_steps(
         jax.block_until_ready(step(batch))
         samples.append(time.perf_counter() - start)
     return samples
+
+
+def time_interleaved(
+    runs: Mapping[str, tuple[Callable[[Any], Any], Sequence[Any]]], *, warmup: int, steps: int
+) -> dict[str, list[float] | Exception]:
+    """Times several (step, inputs) pairs against each other, one step of each in turn.
+
+    A shared machine's speed drifts over seconds to minutes (other tenants,
+    clocks, heat); timing all of A's steps and then all of B's puts the drift
+    into their ratio, 10-15% on the development VM. Here every round runs one
+    timed step of each run, starting one further along each round so that no
+    run always follows the same other, and the drift falls on all of them
+    alike. Each step is timed alone and ended by `block_until_ready`, as in
+    `time_steps`; first `warmup` untimed rounds.
+
+    A run whose step raises leaves the rotation, its exception returned in
+    place of its samples; the others go on.
+
+    Returns:
+      name -> its `steps` timed wall seconds, or the exception it raised.
+    """
+    if warmup < 0 or steps < 1:
+        raise ValueError(f"need warmup >= 0 and steps >= 1, got warmup={warmup}, steps={steps}")
+    for name, (_, inputs) in runs.items():
+        if not inputs:
+            raise ValueError(f"time_interleaved: run {name!r} has no input buffer")
+    results: dict[str, list[float] | Exception] = {name: [] for name in runs}
+    names = list(runs)
+    for round_index in range(warmup + steps):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples = results[name]
+            if isinstance(samples, Exception):
+                continue
+            step, inputs = runs[name]
+            batch = inputs[round_index % len(inputs)]
+            try:
+                start = time.perf_counter()
+                jax.block_until_ready(step(batch))
+                elapsed = time.perf_counter() - start
+            except Exception as error:  # noqa: BLE001 - a failing run leaves, the others go on
+                results[name] = error
+                continue
+            if round_index >= warmup:
+                samples.append(elapsed)
+    return results
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

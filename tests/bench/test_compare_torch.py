@@ -1,0 +1,90 @@
+"""benchmarks/compare_torch.py: Zoo and PyTorch timed interleaved, ratios by median step."""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_torch.py"
+
+
+@pytest.fixture(scope="module")
+def compare_torch():
+    spec = importlib.util.spec_from_file_location("compare_torch", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(variant, p50_ms, mean_ms, status="ok"):
+    return {"model": "resnet50", "mode": "infer", "variant": variant, "batch_size": 8,
+            "status": status, "step_ms_p50": p50_ms if status == "ok" else None,
+            "step_ms_mean": mean_ms, "images_per_s": None if status != "ok" else 8e3 / mean_ms}
+
+
+def test_ratios_use_the_median_step_against_eager_and_the_fastest(compare_torch):
+    zoo = {**_row(None, 100.0, 400.0), "image_size": 224, "dtype": "float32"}  # one slow step
+    torch_rows = [_row("eager", 200.0, 200.0), _row("channels_last", 50.0, 60.0),
+                  _row("compile", None, None, status="error")]
+    line = compare_torch.comparison_table([zoo], torch_rows).splitlines()[2]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # zoo 80 img/s at its median step (not 20 from its mean), eager 40, channels-last 160.
+    assert cells[5:] == ["80.0", "40.0", "160.0", "error", "2.00x", "0.50x"]
+
+
+def test_one_run_writes_every_report_with_interleaved_steps(compare_torch, tmp_path, monkeypatch):
+    seen = []
+    real = compare_torch.time_interleaved
+
+    def spy(runs, *, warmup, steps):
+        seen.append(sorted(runs))
+        return real(runs, warmup=warmup, steps=steps)
+
+    monkeypatch.setattr(compare_torch, "time_interleaved", spy)
+    out = tmp_path / "cmp"
+    assert compare_torch.main([
+        "--models", "resnet18", "--image-size", "32", "--batch-size", "2", "--mode", "infer",
+        "--variants", "eager,channels_last", "--warmup", "1", "--steps", "3", "--buffers", "2",
+        "--out", str(out)]) == 0
+    assert seen == [["channels_last", "eager", "zoo"]]  # one interleaved timing, all three
+    (zoo,) = [json.loads(line) for line in (out / "zoo.jsonl").read_text().splitlines()]
+    torch_rows = [json.loads(line) for line in (out / "torch.jsonl").read_text().splitlines()]
+    assert zoo["status"] == "ok" and len(zoo["step_ms_samples"]) == 3
+    assert [(r["variant"], r["status"]) for r in torch_rows] == [("eager", "ok"),
+                                                                 ("channels_last", "ok")]
+    assert all(r["first_step_s"] > 0 and r["step_ms_p50"] > 0 for r in torch_rows)
+    report = (out / "comparison.md").read_text()
+    assert "interleaved" in report and zoo["host_cpu"] in report
+    assert re.search(r"\| resnet18 \| infer \| 2 \| 32 \| float32 \|.*\| \d+\.\d\dx \| \d+\.\d\dx \|",
+                     report)
+
+
+def test_a_failing_variant_is_an_error_row_and_the_others_are_timed(compare_torch, tmp_path,
+                                                                     monkeypatch):
+    real = compare_torch._torch_step
+
+    def broken_channels_last(torch, model, mode, device, amp):
+        step = real(torch, model, mode, device, amp)
+        if next(model.parameters()).is_contiguous():
+            return step
+        calls = [0]
+
+        def fails_on_the_third_call(batch):
+            calls[0] += 1
+            if calls[0] == 3:
+                raise RuntimeError("channels-last kernel missing")
+            return step(batch)
+        return fails_on_the_third_call
+
+    monkeypatch.setattr(compare_torch, "_torch_step", broken_channels_last)
+    out = tmp_path / "cmp"
+    compare_torch.main(["--models", "resnet18", "--image-size", "32", "--batch-size", "2",
+                        "--mode", "infer", "--variants", "eager,channels_last", "--warmup", "1",
+                        "--steps", "3", "--buffers", "2", "--out", str(out)])
+    rows = {r["variant"]: r for r in map(json.loads, (out / "torch.jsonl").read_text().splitlines())}
+    assert rows["eager"]["status"] == "ok"
+    assert rows["channels_last"]["status"] == "error"
+    assert "channels-last kernel missing" in rows["channels_last"]["error"]
+    assert json.loads((out / "zoo.jsonl").read_text())["status"] == "ok"
