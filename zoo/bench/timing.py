@@ -66,7 +66,7 @@ def time_interleaved(
 
     A shared machine's speed drifts over seconds to minutes (other tenants,
     clocks, heat); timing all of A's steps and then all of B's puts the drift
-    into their ratio, 10-15% on the development VM. Here every round runs one
+    into their ratio (up to 18% on the 2-core development VM). Here every round runs one
     timed step of each run, starting one further along each round so that no
     run always follows the same other, and the drift falls on all of them
     alike. Each step is timed alone and ended by `block_until_ready`, as in
