@@ -62,6 +62,14 @@ def test_time_steps_excludes_warmup_and_rotates_inputs():
         time_steps(lambda x: x, ["a"], warmup=0, steps=0)
 
 
+def test_time_steps_raises_the_error_of_a_failing_step():
+    def fails(x):
+        raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+
+    with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
+        time_steps(fails, ["a"], warmup=1, steps=2)
+
+
 def test_time_interleaved_rotates_the_order_and_excludes_warmup():
     calls = []
 

@@ -46,16 +46,10 @@ def time_steps(
     """
     if not inputs:
         raise ValueError("time_steps needs at least one input buffer")
-    if warmup < 0 or steps < 1:
-        raise ValueError(f"need warmup >= 0 and steps >= 1, got warmup={warmup}, steps={steps}")
-    for i in range(warmup):
-        jax.block_until_ready(step(inputs[i % len(inputs)]))
-    samples = []
-    for i in range(steps):
-        batch = inputs[(warmup + i) % len(inputs)]
-        start = time.perf_counter()
-        jax.block_until_ready(step(batch))
-        samples.append(time.perf_counter() - start)
+    # One run interleaved with nothing: the same loop, and its error re-raised.
+    (samples,) = time_interleaved({"step": (step, inputs)}, warmup=warmup, steps=steps).values()
+    if isinstance(samples, Exception):
+        raise samples
     return samples
 
 
