@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 from zoo.bench import expand_configs, markdown_table, measure
 from zoo.bench.environment import environment
 from zoo.bench.report import append_jsonl, host_cpu_text
-from zoo.bench.runner import BenchConfig, benchmark_config
+from zoo.bench.runner import BenchConfig, benchmark_config, record_error
 from zoo.bench.timing import summarize, time_interleaved, timed
 
 VARIANTS = ("eager", "channels_last", "compile")
@@ -134,20 +134,15 @@ def prepare_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
 
         _, row["first_step_s"] = timed(lambda: run(batches[0]))
     except Exception as error:  # noqa: BLE001 - a failing variant is a row, the run goes on
-        _record_error(row, error)
+        record_error(row, error)
         return TorchRun(row, None, [])
     return TorchRun(row, run, batches)
-
-
-def _record_error(row: dict[str, Any], error: BaseException) -> None:
-    row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
-    row["status"] = "oom" if "out of memory" in str(error).lower() else "error"
 
 
 def fill_torch_row(row: dict[str, Any], samples: list[float] | Exception) -> None:
     """The timed samples (seconds), or the error a timed step raised, into `row`."""
     if isinstance(samples, Exception):
-        _record_error(row, samples)
+        record_error(row, samples)
         return
     stats = summarize(samples)
     row.update(status="ok", step_ms_mean=stats.mean_ms, step_ms_std=stats.std_ms,

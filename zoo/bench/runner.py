@@ -166,6 +166,14 @@ def is_out_of_memory(error: BaseException) -> bool:
                                        "OutOfMemory"))
 
 
+def record_error(row: dict[str, Any], error: BaseException) -> None:
+    """Marks `row` failed: status "oom" or "error", and the error's type and
+    first line (at most 500 characters) in row["error"]."""
+    row["status"] = "oom" if is_out_of_memory(error) else "error"
+    first_line = str(error).splitlines()[0][:500] if str(error) else ""
+    row["error"] = f"{type(error).__name__}: {first_line}"
+
+
 def benchmark_config(
     config: BenchConfig, *, env: dict[str, Any], peak_override: float | None = None,
     measure_fn: Callable[[BenchConfig], measure.Measurement] | None = None,
@@ -180,9 +188,7 @@ def benchmark_config(
     try:
         result = (measure_fn or measure.measure)(config)
     except Exception as error:  # noqa: BLE001 - any failure becomes a row, the run goes on
-        row["status"] = "oom" if is_out_of_memory(error) else "error"
-        first_line = str(error).splitlines()[0][:500] if str(error) else ""
-        row["error"] = f"{type(error).__name__}: {first_line}"
+        record_error(row, error)
         gc.collect()
         return row
     measure.fill_row(row, result)
