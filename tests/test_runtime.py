@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from zoo import runtime
@@ -106,3 +107,64 @@ def test_readme_and_docstring_give_the_same_environment_variables():
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert runtime.ENVIRONMENT_EQUIVALENT in " ".join(readme.split())
     assert runtime.ENVIRONMENT_EQUIVALENT in runtime.__doc__
+
+
+# --- compiler options -------------------------------------------------------
+
+def _conv_64_to_64():
+    """A jitted 3x3 64 -> 64 NHWC convolution and its arguments (batch 2, 16x16)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 16, 16, 64)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 64, 64)) * 0.05, jnp.float32)
+
+    def conv(x, w):
+        return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.jit(conv), (x, w)
+
+
+def test_cpu_steps_get_eigen_convolutions_and_other_platforms_nothing(monkeypatch):
+    monkeypatch.delenv(runtime.XLA_DEFAULTS_VARIABLE, raising=False)
+    assert runtime.compiler_options("cpu") == runtime.CPU_COMPILER_OPTIONS
+    assert runtime.compiler_options("cpu") is not runtime.CPU_COMPILER_OPTIONS  # a copy
+    assert runtime.compiler_options("gpu") == runtime.compiler_options("tpu") == {}
+    assert runtime.compiler_options_text({}) == ""
+    assert runtime.compiler_options_text({"b": "2", "a": "1"}) == "a=1,b=2"
+
+
+def test_the_options_move_convolutions_out_of_ynnpack_with_the_same_result():
+    # What the option is for (benchmarks/NOTES.md entry 13): if a jaxlib stops
+    # fusing convolutions into YNNPACK, or the option stops moving them out,
+    # this fails and the measurement behind it needs redoing.
+    from tests.xla_helpers import ynn_fused_convolutions
+
+    conv, args = _conv_64_to_64()
+    lowered = conv.lower(*args)
+    default = lowered.compile()
+    zoo_options = lowered.compile(compiler_options=runtime.compiler_options("cpu"))
+    assert ynn_fused_convolutions(default.as_text()) == 1
+    assert ynn_fused_convolutions(zoo_options.as_text()) == 0
+    assert " convolution(" in zoo_options.as_text()
+    np.testing.assert_allclose(np.asarray(zoo_options(*args)), np.asarray(default(*args)),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variable, value, expected", [
+    (runtime.XLA_DEFAULTS_VARIABLE, "1", {}),
+    (runtime.XLA_DEFAULTS_VARIABLE, "0", runtime.CPU_COMPILER_OPTIONS),
+    ("XLA_FLAGS", f"--{runtime.YNN_FUSION_OPTION}=+individual_convolution", {}),
+])
+def test_opting_out_or_setting_the_flag_yourself_keeps_xla_defaults(monkeypatch, variable,
+                                                                     value, expected):
+    monkeypatch.setenv(variable, value)
+    assert runtime.compiler_options("cpu") == expected
+
+
+def test_an_option_this_jaxlib_rejects_warns_and_falls_back_to_defaults(monkeypatch):
+    monkeypatch.setattr(runtime, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": "1"})
+    with pytest.warns(RuntimeWarning, match="does not accept Zoo's CPU compiler options"):
+        assert runtime.compiler_options("cpu") == {}

@@ -71,6 +71,9 @@ def _jaxpr_macs(jaxpr: Any) -> int:
 
 def count_macs(fn: Callable[..., Any], *args: Any) -> int:
     """MACs of one call `fn(*args)`; args may be arrays or `ShapeDtypeStruct`s."""
-    closed = jax.make_jaxpr(fn)(*args)
+    # A jitted function is traced through its own `trace`: one jitted with
+    # compiler options (the engine's steps) may not be nested in make_jaxpr.
+    trace = getattr(fn, "trace", None)
+    closed = trace(*args).jaxpr if trace is not None else jax.make_jaxpr(fn)(*args)
     return _jaxpr_macs(closed.jaxpr)
 

@@ -1,4 +1,7 @@
-"""Process-wide settings for fast steps on XLA's CPU backend.
+"""Settings for fast steps on XLA's CPU backend: the host allocator
+(process-wide) and the XLA options Zoo compiles its steps with.
+
+## The host allocator
 
 XLA's CPU client allocates each execution's scratch memory (1.5 GB for a
 resnet50 training step at batch 8) with `malloc` and frees it when the step
@@ -24,12 +27,34 @@ starts:
     MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1
 
 Set `ZOO_SYSTEM_MALLOC=1` to leave the allocator alone.
+
+## Compiler options
+
+XLA's CPU backend hands every 2-D convolution to YNNPACK by default. On a
+2-core AVX-512 host (Zen 4) YNNPACK runs the convolutions with 64 output
+channels on one core (resnet50's stem and its first stage: 20.8 and 18.7 ms
+for the 7x7/2 RGB stem and a 56x56 3x3 64 -> 64 conv at batch 8, against 17.0
+and 11.2 ms in XLA's own Eigen convolution, and never slower on the wider
+ones). `compiler_options(platform)` gives the options every step Zoo compiles
+itself is compiled with: on CPU, YNNPACK keeps the matrix products and
+reductions and convolutions go to Eigen (resnet50 inference at batch 8:
+425 -> 384 ms; densenet121, inception_v3 and resnet18 20-25% faster;
+training steps unchanged, as their convolutions are matrix products or
+gradients YNNPACK does not take; benchmarks/NOTES.md, entry 13). Options
+are per compilation, not process-wide: a function the user jits
+themselves keeps XLA's defaults unless they pass
+`jax.jit(f, compiler_options=zoo.runtime.compiler_options("cpu"))`.
+
+They are left out (XLA's defaults) when `ZOO_XLA_DEFAULTS` is set to a
+non-empty value other than "0", when XLA_FLAGS already sets the option, and
+when this jaxlib does not accept it (a RuntimeWarning says so).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 import sys
@@ -92,3 +117,55 @@ def keep_freed_host_memory() -> bool:
         (M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, NEVER_TRIM)))
     _applied = ok
     return ok
+
+
+# XLA's default YNNPACK fusion types (jaxlib 0.10.2) are individual dots,
+# individual convolutions and reductions; this keeps the first and the last.
+YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+YNN_FUSIONS_WITHOUT_CONVOLUTION = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+CPU_COMPILER_OPTIONS: dict[str, str] = {YNN_FUSION_OPTION: YNN_FUSIONS_WITHOUT_CONVOLUTION}
+XLA_DEFAULTS_VARIABLE = "ZOO_XLA_DEFAULTS"
+
+
+def compiler_options(platform: str) -> dict[str, str]:
+    """XLA compile options for a Zoo step on devices of `platform` ("cpu",
+    "gpu", "tpu", ...): `CPU_COMPILER_OPTIONS` on CPU, else none (see the
+    module docstring). A new dict each call; pass it to
+    `jax.jit(..., compiler_options=...)` or `lowered.compile(compiler_options=...)`.
+    """
+    if platform != "cpu":
+        return {}
+    if os.environ.get(XLA_DEFAULTS_VARIABLE, "0") not in ("", "0"):
+        return {}
+    if YNN_FUSION_OPTION in os.environ.get("XLA_FLAGS", ""):
+        return {}  # the user's own choice stands
+    if not _accepted_on_cpu(tuple(sorted(CPU_COMPILER_OPTIONS.items()))):
+        return {}
+    return dict(CPU_COMPILER_OPTIONS)
+
+
+def compiler_options_text(options: dict[str, str]) -> str:
+    """"key=value,key=value" (sorted), "" for none: how reports record them."""
+    return ",".join(f"{key}={value}" for key, value in sorted(options.items()))
+
+
+@functools.cache
+def _accepted_on_cpu(options: tuple[tuple[str, str], ...]) -> bool:
+    """Whether this jaxlib's XLA compiles a trivial CPU function with `options`
+    (an option it does not know, or a value it does not take, is an error)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import SingleDeviceSharding
+
+    probe = jax.ShapeDtypeStruct((1,), jnp.float32,
+                                 sharding=SingleDeviceSharding(jax.devices("cpu")[0]))
+    try:
+        jax.jit(lambda x: x + 1).lower(probe).compile(compiler_options=dict(options))
+    except jax.errors.JaxRuntimeError as error:
+        warnings.warn(
+            f"this jaxlib does not accept Zoo's CPU compiler options {dict(options)} "
+            f"({str(error).splitlines()[0]}); compiling with XLA's defaults, which may "
+            "be slower (zoo.runtime, benchmarks/NOTES.md entry 13).",
+            RuntimeWarning, stacklevel=3)
+        return False
+    return True

@@ -19,6 +19,7 @@ from zoo.bench.runner import BenchConfig, benchmark_config, expand_configs, run_
 from zoo.bench.environment import environment
 from zoo.bench.suites import get_suite
 from zoo.cli import main
+from zoo.runtime import compiler_options, compiler_options_text
 
 CONFIG = BenchConfig("simple_cnn", "infer", batch_size=2, image_size=28, warmup=1, steps=4,
                      num_buffers=2)
@@ -49,6 +50,7 @@ def test_ok_row_has_the_schema_and_consistent_numbers(fake_measure):
     assert row["compile_s"] > 0 and row["lower_s"] > 0
     assert row["compiled_total_bytes"] >= row["compiled_argument_bytes"] >= 4 * 34_826
     assert row["device_kind"] == jax.devices()[0].device_kind
+    assert row["compiler_options"] == compiler_options_text(compiler_options("cpu")) != ""
     check_row(json.loads(json.dumps(row)))  # types survive JSON
 
 
@@ -145,6 +147,8 @@ def test_jit_and_pmap_report_per_image_flops_like_single(measured):
         (row,) = run_benchmarks([config], progress=False)
         assert row["status"] == "ok", row["error"]
         assert row["num_devices_used"] == 8
+        # The engine's own rule: jit steps get Zoo's options, pmap XLA's defaults.
+        assert (row["compiler_options"] != "") == (parallel == "jit")
         assert row["flops_per_image"] == 2.0 * 2_440_960
         # XLA reports the per-device program; the harness scales it back.
         assert row["xla_flops_per_image"] == pytest.approx(single, rel=0.05)

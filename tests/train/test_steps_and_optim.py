@@ -78,6 +78,20 @@ def test_eval_sums_are_exact_with_padding(runs):
     assert pmap_part["count"] == 10
 
 
+def test_jit_steps_compile_with_zoo_cpu_options_and_pmap_with_xla_defaults(runs):
+    from tests.xla_helpers import ynn_fused_convolutions
+    from zoo.runtime import compiler_options
+
+    trainer, _ = runs["jit8"]
+    assert trainer.compiler_options == compiler_options("cpu") != {}
+    assert runs["pmap8"][0].compiler_options == {}
+    # The eval forward runs XLA convolutions (the train step's are matrix
+    # products); with the options none of them is a YNNPACK fusion.
+    batch = trainer.put_batch(_batches(1)[0])
+    text = trainer.eval_step.lower(trainer.state, batch).compile().as_text()
+    assert " convolution(" in text and ynn_fused_convolutions(text) == 0
+
+
 def test_global_batch_not_divisible_is_a_clear_error():
     model = zoo.create_model("simple_cnn")
     with pytest.raises(ValueError, match="global batch size 12 .* number of devices \\(8\\)"):

@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from zoo.bench.timing import flops_from_cost_analysis, summarize, time_steps, timed
+from zoo.runtime import compiler_options, compiler_options_text
 
 if TYPE_CHECKING:
     from zoo.bench.runner import BenchConfig
@@ -36,6 +37,8 @@ class Measurement(NamedTuple):
     (under jit-with-sharding and pmap XLA reports the per-device program).
     compiled_memory: per-device sizes from `compiled.memory_analysis()`.
     device_peak_bytes: the backend's peak_bytes_in_use (None on CPU).
+    compiler_options: the XLA options the step was compiled with, as
+    `zoo.runtime.compiler_options_text` writes them ("" for XLA's defaults).
     """
 
     params: int
@@ -48,6 +51,7 @@ class Measurement(NamedTuple):
     samples_s: list[float]
     compiled_memory: dict[str, int] | None
     device_peak_bytes: int | None
+    compiler_options: str
 
 
 class Prepared(NamedTuple):
@@ -68,6 +72,7 @@ class Prepared(NamedTuple):
     compile_s: float
     flops_per_device_step: float | None
     compiled_memory: dict[str, int] | None
+    compiler_options: str
 
     def measurement(self, samples_s: list[float]) -> Measurement:
         """The Measurement of these timed step samples (seconds)."""
@@ -82,6 +87,7 @@ class Prepared(NamedTuple):
             samples_s=samples_s,
             compiled_memory=self.compiled_memory,
             device_peak_bytes=_device_peak_bytes(self.devices),
+            compiler_options=self.compiler_options,
         )
 
 
@@ -154,10 +160,14 @@ def _prepare_infer(config: BenchConfig) -> Prepared:
         if config.parallel == "pmap":
             batch = batch.reshape(n, config.batch_size // n, *batch.shape[1:])
         images.append(jax.device_put(batch, batch_sharding))
+    # As the engine compiles its steps: jit with Zoo's compiler options for
+    # the platform, pmap with XLA's defaults (jax.pmap takes no options).
+    options: dict[str, str] = {}
     if config.parallel == "pmap":
         function = jax.pmap(forward, in_axes=(None, 0), devices=devices)
     else:
-        function = jax.jit(forward)
+        options = compiler_options(devices[0].platform)
+        function = jax.jit(forward, compiler_options=options)
     lowered, lower_s = timed(lambda: function.lower(variables, images[0]))
     compiled, compile_s = timed(lowered.compile)
     return Prepared(
@@ -171,6 +181,7 @@ def _prepare_infer(config: BenchConfig) -> Prepared:
         compile_s=compile_s,
         flops_per_device_step=flops_from_cost_analysis(compiled.cost_analysis()),
         compiled_memory=_compiled_memory(compiled),
+        compiler_options=compiler_options_text(options),
     )
 
 
@@ -224,6 +235,7 @@ def _prepare_train(config: BenchConfig) -> Prepared:
         compile_s=compile_s,
         flops_per_device_step=flops_from_cost_analysis(compiled.cost_analysis()),
         compiled_memory=_compiled_memory(compiled),
+        compiler_options=compiler_options_text(trainer.compiler_options),
     )
 
 
@@ -261,6 +273,7 @@ def fill_row(row: dict[str, Any], result: Measurement) -> None:
         images_per_s=batch / (stats.mean_ms / 1e3),
         step_ms_samples=[s * 1e3 for s in result.samples_s],
         device_peak_bytes=result.device_peak_bytes,
+        compiler_options=result.compiler_options,
     )
     if result.compiled_memory is not None:
         row["compiled_total_bytes"] = result.compiled_memory["total"]

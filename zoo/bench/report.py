@@ -63,6 +63,7 @@ ROW_SCHEMA: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("optax_version", (str, type(None)), ""),
     ("python_version", (str,), ""),
     ("xla_flags", (str,), "XLA_FLAGS at run time"),
+    ("compiler_options", (str, type(None)), "XLA options the step compiled with, key=value,... ('' = XLA's defaults; zoo.runtime.compiler_options)"),
     ("compilation_cache", (bool,), "JAX persistent compilation cache on (compile_s may be a cache read)"),
     ("host_malloc", (str,), "'kept' under zoo.runtime.keep_freed_host_memory, else 'system'"),
     ("host_cpu", (str,), "host CPU model (x86: with family/model numbers)"),
@@ -166,6 +167,17 @@ def host_cpu_text(row: dict[str, Any]) -> str:
     return f"{row['host_cpu']}{vector}, {row.get('host_cpu_cores')} cores"
 
 
+def compiler_options_summary(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows' compile options in words: one setting for all, or "per row"."""
+    seen = {row.get("compiler_options") for row in rows} - {None}
+    if not seen:
+        return "not recorded"
+    if len(seen) > 1:
+        return "per row (compiler_options in the JSON lines)"
+    (options,) = seen
+    return options or "XLA's defaults"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of `rows`, with the device line above it."""
     lines = []
@@ -174,6 +186,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(f"Device: {first['device_kind']} x{first['num_devices']} "
                      f"({first['backend']}), jax {first['jax_version']}, "
                      f"flax {first['flax_version']}, XLA_FLAGS={first['xla_flags']!r}, "
+                     f"compile options: {compiler_options_summary(rows)}, "
                      f"host malloc {first.get('host_malloc') or 'system'}; "
                      f"host CPU {host_cpu_text(first)}\n")
     lines.append("| " + " | ".join(MARKDOWN_HEADER) + " |")

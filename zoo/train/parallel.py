@@ -11,6 +11,10 @@ explicit collectives (BatchNorm families are cloned with `bn_axis_name`).
 
 Either way `Trainer.canonical_state` gives the single replicated state that
 checkpoints hold, so a run saved under one strategy restores under the other.
+
+The jit steps are compiled with `zoo.runtime.compiler_options` for the mesh's
+platform (on CPU: XLA's Eigen convolutions instead of YNNPACK's);
+`jax.pmap` takes no compiler options, so pmap steps get XLA's defaults.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from zoo.runtime import compiler_options
 from zoo.train.state import TrainState, abstract_state, create_state
 from zoo.train.steps import eval_step, train_step
 
@@ -67,6 +72,8 @@ class Trainer:
       mesh: the "data" mesh (used by both strategies for placement).
       train_step: compiled `(state, batch) -> (state, metrics)`, state donated.
       eval_step: compiled `(state, batch) -> sums`.
+      compiler_options: the XLA options both steps compile with (empty: XLA's
+        defaults; always empty under pmap).
     """
 
     state: TrainState
@@ -75,6 +82,7 @@ class Trainer:
     train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
     eval_step: Callable[..., dict[str, jax.Array]]
     abstract: TrainState
+    compiler_options: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def num_devices(self) -> int:
@@ -179,12 +187,15 @@ def setup_training(
     state = create_state(model, tx, input_shape, seed, replicated, use_ema=use_ema)
     abstract = abstract_state(model, tx, input_shape, use_ema=use_ema)
     batch_sharding = NamedSharding(mesh, PartitionSpec(AXIS))
+    options: dict[str, str] = {}
     if parallel == "jit":
+        options = compiler_options(mesh.devices.flat[0].platform)
         train = jax.jit(functools.partial(train_step, **step_kwargs),
                         in_shardings=(replicated, batch_sharding),
-                        out_shardings=(replicated, replicated), donate_argnums=0)
+                        out_shardings=(replicated, replicated), donate_argnums=0,
+                        compiler_options=options)
         evaluate = jax.jit(eval_step, in_shardings=(replicated, batch_sharding),
-                           out_shardings=replicated)
+                           out_shardings=replicated, compiler_options=options)
     else:
         local_devices = list(mesh.local_devices)
         train = jax.pmap(functools.partial(train_step, axis_name=AXIS, **step_kwargs),
@@ -193,4 +204,4 @@ def setup_training(
                             devices=local_devices)
         state = _stack_replicas(state, mesh)
     return Trainer(state=state, parallel=parallel, mesh=mesh, train_step=train,
-                   eval_step=evaluate, abstract=abstract)
+                   eval_step=evaluate, abstract=abstract, compiler_options=options)
