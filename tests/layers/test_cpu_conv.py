@@ -101,6 +101,26 @@ def test_dense_training_step_keeps_patches_below_the_limit(limit, xla_convs, mon
     assert step.lower(x, kernel).compile().as_text().count(" convolution(") == xla_convs
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the CPU forms' HLO")
+@pytest.mark.parametrize("size,stride,xla_convs", [
+    (28, 1, 3),    # stride 1, 28x28 output: XLA's conv, its input and kernel gradients
+    (27, 1, 0),    # 27x27 output: dense_conv, all dots from the kept patches
+    (56, 2, 0),    # stride 2, 28x28 output: dense_conv
+])
+def test_large_stride_1_convs_train_through_xla_and_its_gradients(size, stride, xla_convs):
+    x, kernel = _random((2, size, size, 4), 13), _random((3, 3, 4, 8), 14)
+    step = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_general_dilated(
+        x, k, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k)))),
+        argnums=(0, 1)))
+    assert step.lower(x, kernel).compile().as_text().count(" convolution(") == xla_convs
+    got = step(x, kernel)
+    want = jax.grad(lambda x, k: jnp.sum(jnp.sin(lax.conv_general_dilated(
+        x, k, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k)))),
+        argnums=(0, 1))(x, kernel)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
 def _transposes(hlo: str) -> list[str]:
     return [line.strip() for line in hlo.splitlines() if " transpose(" in line]
 
@@ -175,8 +195,11 @@ def _convs_outside_platform_choice(jaxpr) -> int:
 @pytest.mark.parametrize("name", ["simple_cnn", "alexnet", "vgg11_bn", "resnet18", "googlenet",
                                   "inception_v3", "densenet121", "mobilenet_v2", "convnext_tiny",
                                   "vit_b_32"])
-def test_model_families_route_every_conv_through_the_cpu_choice(name):
+def test_model_families_route_every_conv_through_the_cpu_choice(name, monkeypatch):
     import zoo
+    # Large stride-1 convs are left to XLA by choice (the test above); with
+    # that rule off, every conv must reach the platform choice.
+    monkeypatch.setattr(cpu_conv, "XLA_CONV_MIN_PIXELS", 10**9)
     model = zoo.create_model(name)
     size = model.min_input_size
     x = jax.ShapeDtypeStruct((1, size, size, model.in_channels), jnp.float32)

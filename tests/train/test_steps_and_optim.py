@@ -85,8 +85,8 @@ def test_jit_steps_compile_with_zoo_cpu_options_and_pmap_with_xla_defaults(runs)
     trainer, _ = runs["jit8"]
     assert trainer.compiler_options == compiler_options("cpu") != {}
     assert runs["pmap8"][0].compiler_options == {}
-    # The eval forward runs XLA convolutions (the train step's are matrix
-    # products); with the options none of them is a YNNPACK fusion.
+    # simple_cnn's 28x28 convs are XLA's (zoo.layers.cpu_conv); with the
+    # options none of them is a YNNPACK fusion.
     batch = trainer.put_batch(_batches(1)[0])
     text = trainer.eval_step.lower(trainer.state, batch).compile().as_text()
     assert " convolution(" in text and ynn_fused_convolutions(text) == 0

@@ -3,13 +3,14 @@
 Pass `conv_general_dilated=conv_general_dilated` (this module's) to `nn.Conv`.
 Parameters, shapes and results are those of `lax.conv_general_dilated`; when
 the computation is lowered for CPU, NHWC/HWIO convolutions take a form that
-XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5 and 7):
+XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7 and 13):
 
 | convolution | on CPU | why |
 |---|---|---|
 | depthwise (`groups == channels`) | `shifted_depthwise_conv` (zoo.layers.depthwise) | XLA's grouped-conv loop is 25x slower |
 | 1x1, groups 1, no padding | a matrix product, `pointwise_conv` | XLA's 1x1 kernel gradient is ~8x slower than a dot |
 | patchify (kernel = stride, no padding: ViT, ConvNeXt stem and downsampling) | a matrix product over non-overlapping patches, `patchify_conv` | |
+| dense (groups 1), stride 1, no dilation, output of at least 28x28 | XLA's conv and its own gradients | with Zoo's compile options (zoo.runtime: Eigen's convolutions, not YNNPACK's) these beat `dense_conv` in training: resnet50 step 1387 -> 1303 ms, resnet18 767 -> 646, vgg11 2453 -> 2105 |
 | other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as one dot; in training, where the im2col patches are small enough to keep, all three from the patches | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 192 -> 42 ms; 3x3 at 7x7x512: 23 -> 13 ms); building the patches once saves a pass (3x3 at 56x56x64, forward + backward: 75 -> 56 ms) |
 | anything else (grouped, dilated input, NCHW) | XLA's conv | |
 
@@ -50,6 +51,14 @@ SMALL_OUTPUT_PIXELS = 49
 # stride 2, a tie at 28x28x128; above the limit, at 56x56x256 (58M elements),
 # 607 -> 641 ms, so it stays out (benchmarks/NOTES.md, entry 7).
 KEPT_PATCHES_LIMIT = 1 << 25
+
+# Stride-1 convolutions with outputs of at least this many pixels (28x28) are
+# XLA's own, gradients included. With zoo.runtime's compile options XLA runs
+# them, and their transposes, in Eigen's kernels on both cores; forward +
+# backward at batch 8 (3x3, interleaved): 56x56x64 61.6 -> 51.1 ms, 28x28x128
+# 70.3 -> 64.1 ms, while at 14x14x256 the two tie and from 7x7 or with stride
+# 2 `dense_conv` stays ahead (benchmarks/NOTES.md, entry 13).
+XLA_CONV_MIN_PIXELS = 28 * 28
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
@@ -230,6 +239,10 @@ def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pa
         return lambda x, k: pointwise_conv(x[:, ::sh, ::sw, :], k)
     if rhs.shape[:2] == strides and pads == ((0, 0), (0, 0)) and dilation == (1, 1):
         return patchify_conv
+    if strides == (1, 1) and dilation == (1, 1):
+        out_h, out_w = _conv_output_hw(lhs, rhs, strides, pads, dilation)
+        if out_h * out_w >= XLA_CONV_MIN_PIXELS:
+            return None                        # XLA's, gradients included
     return lambda x, k: dense_conv(x, k, strides, pads, dilation)
 
 
