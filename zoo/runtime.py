@@ -34,13 +34,13 @@ XLA's CPU backend hands every 2-D convolution to YNNPACK by default. On a
 2-core AVX-512 host (Zen 4) YNNPACK runs the convolutions with 64 output
 channels on one core (resnet50's stem and its first stage: 20.8 and 18.7 ms
 for the 7x7/2 RGB stem and a 56x56 3x3 64 -> 64 conv at batch 8, against 17.0
-and 11.2 ms in XLA's own Eigen convolution, and never slower on the wider
+and 11.2 ms in XLA's own Eigen convolution, and within 3% on the wider
 ones). `compiler_options(platform)` gives the options every step Zoo compiles
 itself is compiled with: on CPU, YNNPACK keeps the matrix products and
 reductions and convolutions go to Eigen (resnet50 inference at batch 8:
-425 -> 384 ms; densenet121, inception_v3 and resnet18 20-25% faster;
-training steps unchanged, as their convolutions are matrix products or
-gradients YNNPACK does not take; benchmarks/NOTES.md, entry 13). Options
+425 -> 384 ms; densenet121, inception_v3 and resnet18 20-25% faster; in
+training, the large stride-1 convolutions that `zoo.layers.cpu_conv` leaves
+to XLA run in Eigen too, gradients included; benchmarks/NOTES.md, entry 13). Options
 are per compilation, not process-wide: a function the user jits
 themselves keeps XLA's defaults unless they pass
 `jax.jit(f, compiler_options=zoo.runtime.compiler_options("cpu"))`.

@@ -57,7 +57,9 @@ KEPT_PATCHES_LIMIT = 1 << 25
 # them, and their transposes, in Eigen's kernels on both cores; forward +
 # backward at batch 8 (3x3, interleaved): 56x56x64 61.6 -> 51.1 ms, 28x28x128
 # 70.3 -> 64.1 ms, while at 14x14x256 the two tie and from 7x7 or with stride
-# 2 `dense_conv` stays ahead (benchmarks/NOTES.md, entry 13).
+# 2 `dense_conv` stays ahead (benchmarks/NOTES.md, entry 13). Measured with
+# those options, which every step Zoo compiles has on CPU; without them
+# (ZOO_XLA_DEFAULTS=1) YNNPACK runs these convolutions, unmeasured.
 XLA_CONV_MIN_PIXELS = 28 * 28
 
 
