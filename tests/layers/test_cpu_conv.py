@@ -41,7 +41,8 @@ def _value_and_grads(conv, x, kernel, strides, padding, dilation, groups):
     (3, 6, 5, (2, 2), ((1, 1), (1, 1)), (1, 1), 1),    # 6x5 output: im2col forward and dx
     (3, 4, 40, (1, 2), ((0, 1), (2, 0)), (2, 1), 1),   # asymmetric, dilated, 8x5
     (7, 3, 8, (2, 2), ((3, 3), (3, 3)), (1, 1), 1),    # a 7x7/2 stem shape
-    (3, 4, 6, (1, 1), "SAME", (1, 1), 2),              # grouped: XLA's
+    (3, 4, 6, (1, 1), "SAME", (1, 1), 2),              # grouped: grouped_conv
+    (3, 8, 12, (2, 1), ((1, 0), (2, 1)), (1, 2), 4),   # grouped, strided, dilated, asymmetric
     (3, 4, 4, (2, 2), ((1, 1), (1, 1)), (1, 1), 4),    # depthwise
     (1, 4, 4, (1, 1), ((1, 1), (0, 0)), (1, 1), 1),    # padded 1x1: the dense form
     (2, 4, 6, (2, 2), ((0, 0), (0, 0)), (1, 1), 1),    # patchify; the 11th row is dropped
@@ -69,7 +70,7 @@ def test_equals_xla_values_and_gradients(kernel_size, in_ch, out_ch, strides, pa
     (9, 1, 8, 1, "VALID", 0),            # pointwise: a dot
     (9, 1, 8, 3, "SAME", 1),             # dense 3x3: XLA's forward conv
     (7, 1, 8, 3, "SAME", 0),             # dense, 7x7 output or less: im2col dot
-    (9, 2, 4, 3, "SAME", 1),             # grouped: XLA's
+    (9, 2, 4, 3, "SAME", 1),             # grouped: XLA's forward conv
     (8, 1, 8, 2, "VALID", 0),            # patchify (stride 2 below): a dot
 ])
 def test_nn_conv_drop_in_picks_the_cpu_form(size, groups, features, kernel, padding, xla_ops):
@@ -119,6 +120,17 @@ def test_large_stride_1_convs_train_through_xla_and_its_gradients(size, stride, 
         argnums=(0, 1))(x, kernel)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the CPU forms' HLO")
+def test_grouped_kernel_gradient_is_dots_not_a_convolution():
+    # XLA's forward and input-gradient convolutions stay; the kernel gradient
+    # (XLA's would be a third convolution, over the batch) is per-tap dots.
+    x, kernel = _random((2, 9, 9, 8), 15), _random((3, 3, 2, 8), 16)
+    step = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_general_dilated(
+        x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k),
+        feature_group_count=4))), argnums=(0, 1)))
+    assert step.lower(x, kernel).compile().as_text().count(" convolution(") == 2
 
 
 def _transposes(hlo: str) -> list[str]:
@@ -189,8 +201,8 @@ def _convs_outside_platform_choice(jaxpr) -> int:
     return count
 
 
-# One model per family whose every convolution has a CPU form (ResNeXt's
-# grouped convs and the squeeze-excite 1x1 convs on 1x1 maps do not; LeNet's
+# One model per family whose every convolution has a CPU form (the
+# squeeze-excite 1x1 convs on 1x1 maps do not; LeNet's
 # 5x5 convs stay XLA's on purpose, see zoo/models/lenet.py).
 @pytest.mark.parametrize("name", ["simple_cnn", "alexnet", "vgg11_bn", "resnet18", "googlenet",
                                   "inception_v3", "densenet121", "mobilenet_v2", "convnext_tiny",

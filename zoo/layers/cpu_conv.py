@@ -12,7 +12,8 @@ XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7 and 13):
 | patchify (kernel = stride, no padding: ViT, ConvNeXt stem and downsampling) | a matrix product over non-overlapping patches, `patchify_conv` | |
 | dense (groups 1), stride 1, no dilation, output of at least 28x28 | XLA's conv and its own gradients | with Zoo's compile options (zoo.runtime: Eigen's convolutions, not YNNPACK's) these beat `dense_conv` in training: resnet50 step 1387 -> 1303 ms, resnet18 767 -> 646, vgg11 2453 -> 2105 |
 | other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as one dot; in training, where the im2col patches are small enough to keep, all three from the patches | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 192 -> 42 ms; 3x3 at 7x7x512: 23 -> 13 ms); building the patches once saves a pass (3x3 at 56x56x64, forward + backward: 75 -> 56 ms) |
-| anything else (grouped, dilated input, NCHW) | XLA's conv | |
+| grouped (1 < groups < channels: ResNeXt) | `grouped_conv`: XLA's conv forward and input gradient, the kernel gradient as group-batched dots per tap | XLA's grouped kernel-gradient conv: 7.8 s for one ResNeXt layer |
+| anything else (dilated input, NCHW) | XLA's conv | |
 
 Other backends (GPU, TPU) always get `lax.conv_general_dilated`: the choice is
 made by `lax.platform_dependent` at lowering time, so one jitted function is
@@ -64,9 +65,10 @@ XLA_CONV_MIN_PIXELS = 28 * 28
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
-              dilation: tuple[int, int]) -> jax.Array:
+              dilation: tuple[int, int], groups: int = 1) -> jax.Array:
     return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=groups)
 
 
 def _patches(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
@@ -228,6 +230,55 @@ def _dense_backward(strides, padding, dilation, residuals, grad):
 dense_conv.defvjp(_dense_forward, _dense_backward)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def grouped_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
+                 dilation: tuple[int, int], groups: int) -> jax.Array:
+    """XLA's grouped NHWC convolution with a kernel gradient made of dots.
+
+    Args:
+      x: [batch, height, width, in_channels], in_channels = groups * in_per_group.
+      kernel: [kh, kw, in_per_group, out_channels]; output channel o belongs to
+        group o // (out_channels // groups), as in `lax.conv_general_dilated`.
+      strides, dilation: (sh, sw), (dh, dw).
+      padding: ((top, bottom), (left, right)), each >= 0.
+      groups: feature_group_count, 1 < groups < in_channels.
+
+    Returns:
+      [batch, out_height, out_width, out_channels].
+
+    Forward and input gradient are XLA's. XLA computes the kernel gradient as
+    a convolution over the batch that its CPU backend runs at a few MFLOP/s
+    (ResNeXt's 3x3, 32 groups, 56x56x128 at batch 8: 7.8 s); here it is one
+    group-batched product per kernel tap, window(i, j) [rows, groups, in] with
+    grad [rows, groups, out] (benchmarks/NOTES.md, entry 13).
+    """
+    return _xla_conv(x, kernel, strides, padding, dilation, groups)
+
+
+def _grouped_forward(x, kernel, strides, padding, dilation, groups):
+    return grouped_conv(x, kernel, strides, padding, dilation, groups), (x, kernel)
+
+
+def _grouped_backward(strides, padding, dilation, groups, residuals, grad):
+    x, kernel = residuals
+    kh, kw, in_per_group, out_channels = kernel.shape
+    out_per_group = out_channels // groups
+    _, x_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding, dilation, groups), x)
+    (x_grad,) = x_vjp(grad)
+    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    grad_rows = grad.reshape(-1, groups, out_per_group)
+    taps = [jnp.einsum("rgc,rgo->gco", window.reshape(-1, groups, in_per_group), grad_rows)
+            for _, _, window in strided_windows(padded, (kh, kw), strides, dilation,
+                                                grad.shape[1:3])]
+    # [taps, groups, in, out] -> [kh, kw, in, groups * out]
+    kernel_grad = (jnp.stack(taps).reshape(kh, kw, groups, in_per_group, out_per_group)
+                   .transpose(0, 1, 3, 2, 4).reshape(kernel.shape))
+    return x_grad, kernel_grad.astype(kernel.dtype)
+
+
+grouped_conv.defvjp(_grouped_forward, _grouped_backward)
+
+
 def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pads,
               dilation: tuple[int, int], groups: int
               ) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
@@ -235,7 +286,7 @@ def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pa
     if groups > 1:
         if rhs.shape[2] == 1 and rhs.shape[3] == groups == lhs.shape[3]:
             return lambda x, k: shifted_depthwise_conv(x, k, strides, pads, dilation)
-        return None                            # grouped (ResNeXt): XLA's
+        return lambda x, k: grouped_conv(x, k, strides, pads, dilation, groups)
     if rhs.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
         sh, sw = strides
         return lambda x, k: pointwise_conv(x[:, ::sh, ::sw, :], k)
