@@ -71,6 +71,14 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding
                                     feature_group_count=groups)
 
 
+def _xla_input_grad(x: jax.Array, kernel: jax.Array, grad: jax.Array, strides: tuple[int, int],
+                    padding: Pads, dilation: tuple[int, int], groups: int = 1) -> jax.Array:
+    """d/dx of `_xla_conv` at x: XLA's transposed convolution of grad."""
+    _, x_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding, dilation, groups), x)
+    (x_grad,) = x_vjp(grad)
+    return x_grad
+
+
 def _patches(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
              padding: Pads, dilation: tuple[int, int], out_hw: tuple[int, int]) -> jax.Array:
     """im2col: the kh * kw strided windows of x padded, side by side,
@@ -214,8 +222,7 @@ def _im2col_input_grad(x: jax.Array, kernel: jax.Array, grad: jax.Array, strides
 def _dense_backward(strides, padding, dilation, residuals, grad):
     x, kernel, patches = residuals
     if patches is None and grad.shape[1] * grad.shape[2] > SMALL_OUTPUT_PIXELS:
-        _, x_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding, dilation), x)
-        (x_grad,) = x_vjp(grad)
+        x_grad = _xla_input_grad(x, kernel, grad, strides, padding, dilation)
     else:
         x_grad = _im2col_input_grad(x, kernel, grad, strides, padding, dilation)
     # One dot over all taps' windows side by side, [rows, kh * kw * in_channels]:
@@ -263,8 +270,7 @@ def _grouped_backward(strides, padding, dilation, groups, residuals, grad):
     x, kernel = residuals
     kh, kw, in_per_group, out_channels = kernel.shape
     out_per_group = out_channels // groups
-    _, x_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding, dilation, groups), x)
-    (x_grad,) = x_vjp(grad)
+    x_grad = _xla_input_grad(x, kernel, grad, strides, padding, dilation, groups)
     padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
     grad_rows = grad.reshape(-1, groups, out_per_group)
     taps = [jnp.einsum("rgc,rgo->gco", window.reshape(-1, groups, in_per_group), grad_rows)
