@@ -60,3 +60,20 @@ def test_training_a_strided_conv_counts_three_forward_passes():
     assert forward == 2 * 8 * 8 * 4 * 3 * 3 * 8
     grads = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k))), argnums=(0, 1))
     assert count_macs(grads, x, kernel) == 3 * forward
+
+
+def test_platform_choice_counts_the_default_branch():
+    # A platform's branch may multiply zeros on purpose (cpu_conv's super-group
+    # form of a grouped conv) or use no products (shifted depthwise taps); the
+    # default branch is the model's own arithmetic, whichever is dearer.
+    x = jnp.ones((2, 4))
+    w = jnp.ones((4, 3))
+
+    def fn(x, w):
+        return jax.lax.platform_dependent(
+            x, w, cpu=lambda x, w: jnp.concatenate([x, x], 1) @ jnp.concatenate([w, 0 * w]),
+            default=lambda x, w: x @ w)
+
+    assert count_macs(fn, x, w) == 2 * 4 * 3
+    assert count_macs(lambda x, w: jax.lax.cond(x[0, 0] > 0, lambda: x @ w,
+                                                lambda: jnp.zeros((2, 3))), x, w) == 2 * 4 * 3

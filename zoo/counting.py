@@ -52,6 +52,19 @@ def _sub_jaxprs(value: Any) -> list[Any]:
     return []
 
 
+def _cond_macs(eqn: Any) -> int:
+    branches = eqn.params["branches"]
+    platforms = eqn.params.get("branches_platforms")
+    if platforms is not None and None in platforms:
+        # `lax.platform_dependent`: every branch computes the same function, and
+        # the default one is the model's own arithmetic; a platform's branch
+        # may multiply zeros on purpose (zoo.layers.cpu_conv.supergroup_conv)
+        # or not use products at all (shifted depthwise multiply-adds).
+        return _jaxpr_macs(branches[platforms.index(None)].jaxpr)
+    # Only one branch runs: count the most expensive one.
+    return max(_jaxpr_macs(b.jaxpr) for b in branches)
+
+
 def _jaxpr_macs(jaxpr: Any) -> int:
     total = 0
     for eqn in jaxpr.eqns:
@@ -61,8 +74,7 @@ def _jaxpr_macs(jaxpr: Any) -> int:
         elif name == "dot_general":
             total += _dot_macs(eqn)
         elif name == "cond":
-            # Only one branch runs: count the most expensive one.
-            total += max(_jaxpr_macs(b.jaxpr) for b in eqn.params["branches"])
+            total += _cond_macs(eqn)
         else:
             inner = sum(_jaxpr_macs(j) for v in eqn.params.values() for j in _sub_jaxprs(v))
             total += inner * (eqn.params["length"] if name == "scan" else 1)

@@ -3,6 +3,8 @@ convolution, values and gradients, and are chosen only where they apply."""
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.extend.core
@@ -131,6 +133,73 @@ def test_grouped_kernel_gradient_is_dots_not_a_convolution():
         x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k),
         feature_group_count=4))), argnums=(0, 1)))
     assert step.lower(x, kernel).compile().as_text().count(" convolution(") == 2
+
+
+@pytest.mark.parametrize("groups,in_per_group,want", [
+    (32, 4, 8),     # ResNeXt 32x4d, first stage: 8 groups of 4 -> 32 channels
+    (32, 8, 4),
+    (64, 4, 8),
+    (32, 32, 1),    # a group fills a super-group by itself
+    (2, 40, 1),     # a group wider than a super-group stays alone
+    (12, 3, 6),     # the most groups that divide 12 and fit in 32 channels
+    (7, 4, 7),      # 28 channels: all 7 groups together
+])
+def test_groups_per_supergroup(groups, in_per_group, want):
+    assert cpu_conv.groups_per_supergroup(groups, in_per_group) == want
+
+
+@pytest.mark.parametrize("groups,in_per_group,out_per_group,strides,padding,dilation", [
+    (16, 4, 4, (1, 1), ((1, 1), (1, 1)), (1, 1)),    # 2 super-groups of 8 groups
+    (12, 3, 2, (2, 1), ((1, 0), (2, 1)), (1, 2)),    # 2 of 6; strided, dilated, asymmetric
+    (2, 40, 3, (1, 1), ((1, 1), (1, 1)), (1, 1)),    # a group per super-group
+    (4, 2, 5, (2, 2), ((0, 0), (0, 0)), (1, 1)),     # all groups in one; out != in per group
+])
+def test_supergroup_conv_equals_xla_grouped_conv(groups, in_per_group, out_per_group, strides,
+                                                 padding, dilation):
+    x = _random((2, 9, 8, groups * in_per_group), 21)
+    kernel = _random((3, 3, in_per_group, groups * out_per_group), 22)
+
+    def grouped(conv, x, kernel):
+        y = conv(x, kernel)
+        return jnp.sum(jnp.sin(y)), y
+
+    def supergroup(x, kernel):
+        return cpu_conv.supergroup_conv(x, kernel, strides, padding, dilation, groups)
+
+    def xla(x, kernel):
+        return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
+                                        dimension_numbers=NHWC, feature_group_count=groups)
+
+    (_, want), want_grads = jax.value_and_grad(
+        functools.partial(grouped, xla), argnums=(0, 1), has_aux=True)(x, kernel)
+    (_, got), got_grads = jax.jit(jax.value_and_grad(
+        functools.partial(grouped, supergroup), argnums=(0, 1), has_aux=True))(x, kernel)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the CPU forms' HLO")
+@pytest.mark.parametrize("size,stride,supergroups", [
+    (14, 1, True),     # stride 1, 14x14 output: dense convs over super-groups
+    (13, 1, False),    # 13x13: grouped_conv, XLA's grouped forward
+    (56, 2, True),     # stride 2, 28x28 output
+    (54, 2, False),    # stride 2, 27x27 output
+])
+def test_grouped_convs_route_to_supergroups_by_output_size(size, stride, supergroups):
+    # 16 groups of 4 channels: two super-groups of 32 channels.
+    x, kernel = _random((1, size, size, 64), 23), _random((3, 3, 4, 64), 24)
+    step = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_general_dilated(
+        x, k, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k),
+        feature_group_count=16))), argnums=(0, 1)))
+    convs = [line for line in step.lower(x, kernel).compile().as_text().splitlines()
+             if " convolution(" in line]
+    grouped = [line for line in convs if "feature_group_count" in line]
+    if supergroups:   # forward and both gradients of each of the two, all dense
+        assert len(convs) == 6 and not grouped
+    else:             # grouped_conv: XLA's grouped forward and input gradient
+        assert len(convs) == 2 and len(grouped) == 2
 
 
 def _transposes(hlo: str) -> list[str]:

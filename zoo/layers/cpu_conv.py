@@ -3,7 +3,7 @@
 Pass `conv_general_dilated=conv_general_dilated` (this module's) to `nn.Conv`.
 Parameters, shapes and results are those of `lax.conv_general_dilated`; when
 the computation is lowered for CPU, NHWC/HWIO convolutions take a form that
-XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7 and 13):
+XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13 and 14):
 
 | convolution | on CPU | why |
 |---|---|---|
@@ -12,7 +12,8 @@ XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7 and 13):
 | patchify (kernel = stride, no padding: ViT, ConvNeXt stem and downsampling) | a matrix product over non-overlapping patches, `patchify_conv` | |
 | dense (groups 1), stride 1, no dilation, output of at least 28x28 | XLA's conv and its own gradients | with Zoo's compile options (zoo.runtime: Eigen's convolutions, not YNNPACK's) these beat `dense_conv` in training: resnet50 step 1387 -> 1303 ms, resnet18 767 -> 646, vgg11 2453 -> 2105 |
 | other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as one dot; in training, where the im2col patches are small enough to keep, all three from the patches | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 192 -> 42 ms; 3x3 at 7x7x512: 23 -> 13 ms); building the patches once saves a pass (3x3 at 56x56x64, forward + backward: 75 -> 56 ms) |
-| grouped (1 < groups < channels: ResNeXt) | `grouped_conv`: XLA's conv forward and input gradient, the kernel gradient as group-batched dots per tap | XLA's grouped kernel-gradient conv: 7.8 s for one ResNeXt layer |
+| grouped (1 < groups < channels: ResNeXt), output of at least 28x28, or 14x14 at stride 1 | `supergroup_conv`: dense convs (XLA's, gradients included) over super-groups of about SUPERGROUP_CHANNELS input channels, with block-diagonal kernels | XLA's grouped conv runs a generic loop: ResNeXt's 3x3 at 56x56x128, 32 groups, forward + backward 162 -> 32 ms despite 8x the multiply-adds |
+| other grouped | `grouped_conv`: XLA's conv forward and input gradient, the kernel gradient as group-batched dots per tap | XLA's grouped kernel-gradient conv: 7.8 s for one ResNeXt layer |
 | anything else (dilated input, NCHW) | XLA's conv | |
 
 Other backends (GPU, TPU) always get `lax.conv_general_dilated`: the choice is
@@ -62,6 +63,20 @@ KEPT_PATCHES_LIMIT = 1 << 25
 # those options, which every step Zoo compiles has on CPU; without them
 # (ZOO_XLA_DEFAULTS=1) YNNPACK runs these convolutions, unmeasured.
 XLA_CONV_MIN_PIXELS = 28 * 28
+
+# Grouped convolutions with outputs of at least SUPERGROUP_MIN_PIXELS, or of
+# SUPERGROUP_MIN_PIXELS_STRIDE_1 at stride 1, are dense convolutions over
+# super-groups: runs of consecutive groups with about SUPERGROUP_CHANNELS input
+# channels together, whose kernels are block-diagonal (zeros between groups).
+# That multiplies zeros (8x the multiply-adds for ResNeXt's 4 channels per
+# group), yet XLA's dense convolutions run far faster than its generic grouped
+# loop. Forward + backward, batch 8, 32 groups, interleaved (NOTES.md, entry 14):
+# 56x56x128 162 -> 32 ms, 56x56x256/2 92 -> 38, 28x28x256 49 -> 17, 14x14x512
+# 24 -> 11; at 28x28x512/2 and 14x14x1024/2 (14x14 and 7x7 outputs) the two
+# trade places with the width, and at 7x7 they tie, so `grouped_conv` stays there.
+SUPERGROUP_CHANNELS = 32
+SUPERGROUP_MIN_PIXELS = 28 * 28
+SUPERGROUP_MIN_PIXELS_STRIDE_1 = 14 * 14
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
@@ -285,6 +300,51 @@ def _grouped_backward(strides, padding, dilation, groups, residuals, grad):
 grouped_conv.defvjp(_grouped_forward, _grouped_backward)
 
 
+def groups_per_supergroup(groups: int, in_per_group: int) -> int:
+    """How many consecutive groups `supergroup_conv` takes together: the most
+    that divide `groups` and have at most SUPERGROUP_CHANNELS input channels
+    (one group when a group alone has more)."""
+    return max(d for d in range(1, groups + 1)
+               if groups % d == 0 and (d == 1 or d * in_per_group <= SUPERGROUP_CHANNELS))
+
+
+def supergroup_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
+                    dilation: tuple[int, int], groups: int) -> jax.Array:
+    """A grouped NHWC convolution as dense convolutions over super-groups.
+
+    Args:
+      x: [batch, height, width, in_channels], in_channels = groups * in_per_group.
+      kernel: [kh, kw, in_per_group, out_channels]; output channel o belongs to
+        group o // (out_channels // groups), as in `lax.conv_general_dilated`.
+      strides, dilation: (sh, sw), (dh, dw).
+      padding: ((top, bottom), (left, right)), each >= 0.
+      groups: feature_group_count.
+
+    Returns:
+      [batch, out_height, out_width, out_channels].
+
+    Each run of `groups_per_supergroup` consecutive groups is one dense
+    convolution (XLA's, gradients by autodiff) with a block-diagonal kernel:
+    the group's kernel on the diagonal, zeros elsewhere. The zeros are
+    multiplied too, but XLA's dense convolutions on CPU beat its grouped loop by
+    more than that (see SUPERGROUP_CHANNELS). Autodiff of the block-diagonal
+    construction hands the kernel gradient's diagonal blocks back, so
+    parameters and gradients are those of the grouped convolution.
+    """
+    kh, kw, in_per_group, out_channels = kernel.shape
+    out_per_group = out_channels // groups
+    per = groups_per_supergroup(groups, in_per_group)
+    supers = groups // per
+    blocks = kernel.reshape(kh, kw, in_per_group, supers, per, out_per_group)
+    # dense[s, :, :, i * in + c, j * out + o] = blocks[:, :, c, s, j, o] if i == j else 0
+    dense = jnp.einsum("hwcsjo,ij->shwicjo", blocks, jnp.eye(per, dtype=kernel.dtype))
+    dense = dense.reshape(supers, kh, kw, per * in_per_group, per * out_per_group)
+    width = per * in_per_group
+    outputs = [_xla_conv(x[..., s * width:(s + 1) * width], dense[s], strides, padding, dilation)
+               for s in range(supers)]
+    return outputs[0] if supers == 1 else jnp.concatenate(outputs, axis=-1)
+
+
 def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pads,
               dilation: tuple[int, int], groups: int
               ) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
@@ -292,6 +352,10 @@ def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pa
     if groups > 1:
         if rhs.shape[2] == 1 and rhs.shape[3] == groups == lhs.shape[3]:
             return lambda x, k: shifted_depthwise_conv(x, k, strides, pads, dilation)
+        out_h, out_w = _conv_output_hw(lhs, rhs, strides, pads, dilation)
+        if out_h * out_w >= (SUPERGROUP_MIN_PIXELS_STRIDE_1 if strides == (1, 1)
+                             else SUPERGROUP_MIN_PIXELS):
+            return lambda x, k: supergroup_conv(x, k, strides, pads, dilation, groups)
         return lambda x, k: grouped_conv(x, k, strides, pads, dilation, groups)
     if rhs.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
         sh, sw = strides
