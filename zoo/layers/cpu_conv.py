@@ -312,16 +312,9 @@ def supergroup_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], p
                     dilation: tuple[int, int], groups: int) -> jax.Array:
     """A grouped NHWC convolution as dense convolutions over super-groups.
 
-    Args:
-      x: [batch, height, width, in_channels], in_channels = groups * in_per_group.
-      kernel: [kh, kw, in_per_group, out_channels]; output channel o belongs to
-        group o // (out_channels // groups), as in `lax.conv_general_dilated`.
-      strides, dilation: (sh, sw), (dh, dw).
-      padding: ((top, bottom), (left, right)), each >= 0.
-      groups: feature_group_count.
-
-    Returns:
-      [batch, out_height, out_width, out_channels].
+    Arguments and result as `grouped_conv`'s: x [batch, height, width,
+    groups * in_per_group], kernel [kh, kw, in_per_group, out_channels] ->
+    [batch, out_height, out_width, out_channels].
 
     Each run of `groups_per_supergroup` consecutive groups is one dense
     convolution (XLA's, gradients by autodiff) with a block-diagonal kernel:
