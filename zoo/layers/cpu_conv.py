@@ -12,7 +12,7 @@ XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13 and 1
 | patchify (kernel = stride, no padding: ViT, ConvNeXt stem and downsampling) | a matrix product over non-overlapping patches, `patchify_conv` | |
 | dense (groups 1), stride 1, no dilation, output of at least 28x28 | XLA's conv and its own gradients | with Zoo's compile options (zoo.runtime: Eigen's convolutions, not YNNPACK's) these beat `dense_conv` in training: resnet50 step 1387 -> 1303 ms, resnet18 767 -> 646, vgg11 2453 -> 2105 |
 | other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as one dot; in training, where the im2col patches are small enough to keep, all three from the patches | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 192 -> 42 ms; 3x3 at 7x7x512: 23 -> 13 ms); building the patches once saves a pass (3x3 at 56x56x64, forward + backward: 75 -> 56 ms) |
-| grouped (1 < groups < channels: ResNeXt), output of at least 28x28, or 14x14 at stride 1 | `supergroup_conv`: dense convs (XLA's, gradients included) over super-groups of about SUPERGROUP_CHANNELS input channels, with block-diagonal kernels | XLA's grouped conv runs a generic loop: ResNeXt's 3x3 at 56x56x128, 32 groups, forward + backward 162 -> 32 ms despite 8x the multiply-adds |
+| grouped (1 < groups < channels: ResNeXt), output of at least 28x28, or 14x14 at stride 1 | `supergroup_conv`: dense convs (XLA's, gradients included) over super-groups of about SUPERGROUP_CHANNELS input channels, with block-diagonal kernels | XLA's grouped conv runs a generic loop: ResNeXt's 3x3 at 56x56x128, 32 groups, forward + backward 166 -> 32 ms despite 8x the multiply-adds |
 | other grouped | `grouped_conv`: XLA's conv forward and input gradient, the kernel gradient as group-batched dots per tap | XLA's grouped kernel-gradient conv: 7.8 s for one ResNeXt layer |
 | anything else (dilated input, NCHW) | XLA's conv | |
 
@@ -71,7 +71,7 @@ XLA_CONV_MIN_PIXELS = 28 * 28
 # That multiplies zeros (8x the multiply-adds for ResNeXt's 4 channels per
 # group), yet XLA's dense convolutions run far faster than its generic grouped
 # loop. Forward + backward, batch 8, 32 groups, interleaved (NOTES.md, entry 14):
-# 56x56x128 162 -> 32 ms, 56x56x256/2 92 -> 38, 28x28x256 49 -> 17, 14x14x512
+# 56x56x128 166 -> 32 ms, 56x56x256/2 92 -> 38, 28x28x256 49 -> 17, 14x14x512
 # 24 -> 11; at 28x28x512/2 and 14x14x1024/2 (14x14 and 7x7 outputs) the two
 # trade places with the width, and at 7x7 they tie, so `grouped_conv` stays there.
 SUPERGROUP_CHANNELS = 32
