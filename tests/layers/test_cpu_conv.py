@@ -3,8 +3,6 @@ convolution, values and gradients, and are chosen only where they apply."""
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.extend.core
@@ -34,6 +32,14 @@ def _value_and_grads(conv, x, kernel, strides, padding, dilation, groups):
         return jnp.sum(jnp.sin(y)), y
     (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, kernel)
     return y, grads
+
+
+def _grad_step_hlo(x, kernel, stride, groups=1):
+    """The compiled HLO of d/d(x, kernel) of sum(sin(3x3 conv)), padding 1, via Zoo's drop-in."""
+    step = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_general_dilated(
+        x, k, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k),
+        feature_group_count=groups))), argnums=(0, 1)))
+    return step, step.lower(x, kernel).compile().as_text()
 
 
 @pytest.mark.parametrize("kernel_size,in_ch,out_ch,strides,padding,dilation,groups", [
@@ -112,10 +118,8 @@ def test_dense_training_step_keeps_patches_below_the_limit(limit, xla_convs, mon
 ])
 def test_large_stride_1_convs_train_through_xla_and_its_gradients(size, stride, xla_convs):
     x, kernel = _random((2, size, size, 4), 13), _random((3, 3, 4, 8), 14)
-    step = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_general_dilated(
-        x, k, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k)))),
-        argnums=(0, 1)))
-    assert step.lower(x, kernel).compile().as_text().count(" convolution(") == xla_convs
+    step, hlo = _grad_step_hlo(x, kernel, stride)
+    assert hlo.count(" convolution(") == xla_convs
     got = step(x, kernel)
     want = jax.grad(lambda x, k: jnp.sum(jnp.sin(lax.conv_general_dilated(
         x, k, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k)))),
@@ -129,10 +133,8 @@ def test_grouped_kernel_gradient_is_dots_not_a_convolution():
     # XLA's forward and input-gradient convolutions stay; the kernel gradient
     # (XLA's would be a third convolution, over the batch) is per-tap dots.
     x, kernel = _random((2, 9, 9, 8), 15), _random((3, 3, 2, 8), 16)
-    step = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_general_dilated(
-        x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k),
-        feature_group_count=4))), argnums=(0, 1)))
-    assert step.lower(x, kernel).compile().as_text().count(" convolution(") == 2
+    _, hlo = _grad_step_hlo(x, kernel, 1, groups=4)
+    assert hlo.count(" convolution(") == 2
 
 
 @pytest.mark.parametrize("groups,in_per_group,want", [
@@ -159,21 +161,15 @@ def test_supergroup_conv_equals_xla_grouped_conv(groups, in_per_group, out_per_g
     x = _random((2, 9, 8, groups * in_per_group), 21)
     kernel = _random((3, 3, in_per_group, groups * out_per_group), 22)
 
-    def grouped(conv, x, kernel):
-        y = conv(x, kernel)
-        return jnp.sum(jnp.sin(y)), y
+    def supergroup(x, kernel, strides, padding, rhs_dilation, dimension_numbers,
+                   feature_group_count):
+        return cpu_conv.supergroup_conv(x, kernel, strides, padding, rhs_dilation,
+                                        feature_group_count)
 
-    def supergroup(x, kernel):
-        return cpu_conv.supergroup_conv(x, kernel, strides, padding, dilation, groups)
-
-    def xla(x, kernel):
-        return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
-                                        dimension_numbers=NHWC, feature_group_count=groups)
-
-    (_, want), want_grads = jax.value_and_grad(
-        functools.partial(grouped, xla), argnums=(0, 1), has_aux=True)(x, kernel)
-    (_, got), got_grads = jax.jit(jax.value_and_grad(
-        functools.partial(grouped, supergroup), argnums=(0, 1), has_aux=True))(x, kernel)
+    want, want_grads = _value_and_grads(lax.conv_general_dilated, x, kernel, strides,
+                                        padding, dilation, groups)
+    got, got_grads = jax.jit(lambda x, k: _value_and_grads(
+        supergroup, x, k, strides, padding, dilation, groups))(x, kernel)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     for g, w in zip(got_grads, want_grads):
         assert g.shape == w.shape
@@ -190,11 +186,8 @@ def test_supergroup_conv_equals_xla_grouped_conv(groups, in_per_group, out_per_g
 def test_grouped_convs_route_to_supergroups_by_output_size(size, stride, supergroups):
     # 16 groups of 4 channels: two super-groups of 32 channels.
     x, kernel = _random((1, size, size, 64), 23), _random((3, 3, 4, 64), 24)
-    step = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_general_dilated(
-        x, k, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k),
-        feature_group_count=16))), argnums=(0, 1)))
-    convs = [line for line in step.lower(x, kernel).compile().as_text().splitlines()
-             if " convolution(" in line]
+    _, hlo = _grad_step_hlo(x, kernel, stride, groups=16)
+    convs = [line for line in hlo.splitlines() if " convolution(" in line]
     grouped = [line for line in convs if "feature_group_count" in line]
     if supergroups:   # forward and both gradients of each of the two, all dense
         assert len(convs) == 6 and not grouped
