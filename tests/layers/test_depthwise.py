@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
-from zoo.layers.depthwise import shifted_depthwise_conv
+from zoo.layers.depthwise import (depthwise_kernel_gradient, largest_divisor,
+                                  shifted_depthwise_conv)
 
 
 def _xla(x, kernel, strides, padding, dilation=(1, 1)):
@@ -71,3 +74,74 @@ def test_windows_are_not_written_out_when_a_reduction_follows():
     input_bytes = 2 * 56 * 56 * 96 * 4
     # The padded input and one output's worth of buffers, not 28 windows.
     assert compiled.memory_analysis().temp_size_in_bytes < 4 * input_bytes
+
+
+def test_largest_divisor():
+    assert [largest_divisor(n, 8) for n in (1, 7, 8, 22, 24, 96, 11, 13)] == [1, 7, 8, 2, 8, 8, 1, 1]
+    assert largest_divisor(12, 5) == 4
+
+
+@pytest.mark.parametrize("batch,height,kernel_hw,strides", [
+    (4, 12, (3, 3), (1, 1)),   # 48 rows: sums of 8 rows, then of the partials
+    (1, 11, (3, 3), (1, 1)),   # 11 rows (prime): all rows in one sum
+    (2, 9, (5, 5), (2, 2)),    # 10 rows: sums of 5
+    (3, 8, (3, 1), (1, 1)),    # a kh x 1 kernel: one reduction over the column
+    (2, 6, (1, 1), (1, 1)),    # a single tap
+])
+def test_kernel_gradient_matches_xla_for_every_row_split(batch, height, kernel_hw, strides):
+    rng = np.random.default_rng(height)
+    channels = 5
+    x = jnp.asarray(rng.standard_normal((batch, height, height + 1, channels)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((*kernel_hw, 1, channels)), jnp.float32)
+    padding = tuple((k // 2, k // 2) for k in kernel_hw)
+    out, pullback = jax.vjp(lambda k: _xla(x, k, strides, padding), kernel)
+    grad = jnp.asarray(rng.standard_normal(out.shape), jnp.float32)
+    (want,) = pullback(grad)
+    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    got = depthwise_kernel_gradient(padded, grad, kernel_hw, strides, (1, 1))
+    assert got.shape == (kernel_hw[0] * kernel_hw[1], channels)
+    np.testing.assert_allclose(got.reshape(kernel.shape), want, rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_gradient_does_not_write_the_windows_out():
+    # One sum per tap made XLA's CPU backend copy every shifted window into a
+    # buffer of its own before YNNPACK's reduction: 47x the input in scratch
+    # for this 7x7 gradient. The variadic reductions read them in place.
+    x = jax.ShapeDtypeStruct((8, 28, 28, 32), jnp.float32)
+    kernel = jax.ShapeDtypeStruct((7, 7, 1, 32), jnp.float32)
+
+    def kernel_grad(x, kernel, r):
+        return jax.grad(lambda k: jnp.sum(
+            shifted_depthwise_conv(x, k, (1, 1), ((3, 3), (3, 3))) * r))(kernel)
+
+    compiled = jax.jit(kernel_grad).lower(x, kernel, x).compile()
+    input_bytes = 8 * 28 * 28 * 32 * 4
+    # The padded input, the 49 taps' partial sums (49 / 8 inputs) and change.
+    assert compiled.memory_analysis().temp_size_in_bytes < 12 * input_bytes
+
+
+def _kernel_gradient_reductions(hlo: str) -> list[str]:
+    """The operand lists of the compiled program's multi-output loop fusions
+    (the kernel gradient's variadic reductions)."""
+    return re.findall(r"= \(f32\[[^=]*\) fusion\(([^)]*)\), kind=kLoop", hlo)
+
+
+def test_kernel_gradient_reads_one_cotangent_buffer():
+    # The cotangent here is an element-wise function of three arrays, as a
+    # BatchNorm gradient is. Each of the three reductions (one per kernel row)
+    # must read it and the padded input from a buffer, not recompute it from
+    # the three arrays (2x slower in EfficientNet's blocks).
+    shape = (4, 12, 12, 16)
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    kernel = jax.ShapeDtypeStruct((3, 3, 1, 16), jnp.float32)
+
+    def kernel_grad(x, kernel, a, b, c):
+        grad = a * b - c * jnp.mean(a, axis=(0, 1, 2))
+        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        return depthwise_kernel_gradient(padded, grad, (3, 3), (1, 1), (1, 1))
+
+    hlo = jax.jit(kernel_grad).lower(x, kernel, x, x, x).compile().as_text()
+    reductions = _kernel_gradient_reductions(hlo)
+    assert len(reductions) == 3, hlo
+    for operands in reductions:
+        assert operands.count("%") == 2, operands

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.layers.fusion_fence import cpu_library_fusion_fence, library_fusion_fence
+from zoo.layers.fusion_fence import (cpu_library_fusion_fence, library_fusion_fence,
+                                     loop_fusion_barrier)
 from zoo.layers.mlp import gelu
 
 EDGE_VALUES = [0.0, -0.0, 1e-45, 1.2e-38, 3.4e38, 1.0 + 2.0 ** -23, -7.25, np.inf, -np.inf]
@@ -34,3 +35,26 @@ def test_fence_is_in_the_cpu_program_only():
     gpu = jax.export.export(jax.jit(gelu), platforms=["cuda"])(x).mlir_module()
     assert "reduce_precision" not in gpu
     assert "erf" in gpu
+
+
+def test_loop_fusion_barrier_returns_every_bit_unchanged():
+    values = jnp.asarray(EDGE_VALUES, jnp.float32)
+    with_nan = values.at[len(EDGE_VALUES) // 2].set(np.nan)  # takes the other branch
+    for a in (values, with_nan):
+        b = jnp.asarray(EDGE_VALUES[::-1], jnp.bfloat16)
+        got = jax.jit(loop_fusion_barrier)(a, b)
+        for g, want in zip(got, (a, b)):
+            assert g.dtype == want.dtype
+            np.testing.assert_array_equal(np.asarray(g).view(np.uint8),
+                                          np.asarray(want).view(np.uint8))
+    with pytest.raises(ValueError, match="at least one"):
+        loop_fusion_barrier()
+
+
+def test_loop_fusion_barrier_survives_cpu_compilation():
+    # A compile-time predicate or identical branches would let XLA drop the
+    # conditional, and with it the barrier (its effect on fusion:
+    # tests/layers/test_depthwise.py).
+    x = jax.ShapeDtypeStruct((4, 8), jnp.float32)
+    padded = lambda x: loop_fusion_barrier(jnp.pad(x, 1) * 2.0)[0]  # noqa: E731
+    assert "conditional(" in jax.jit(padded).lower(x).compile().as_text()

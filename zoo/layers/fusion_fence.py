@@ -1,4 +1,8 @@
-"""An exact identity that keeps XLA's CPU backend from over-growing YNNPACK fusions.
+"""Exact identities that steer XLA's CPU fusion decisions.
+
+`library_fusion_fence` keeps XLA's CPU backend from over-growing YNNPACK
+fusions; `loop_fusion_barrier` keeps it from recomputing a value inside every
+loop that reads it.
 
 XLA's CPU backend hands products, reductions and the element-wise work around
 them to YNNPACK as one fusion. A YNNPACK fusion reads every operand from
@@ -11,6 +15,8 @@ YNNPACK's fusions do not take. Measured uses: benchmarks/NOTES.md, entry 11.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -30,3 +36,29 @@ def cpu_library_fusion_fence(x: jax.Array) -> jax.Array:
     """`library_fusion_fence` when lowering for CPU, x itself elsewhere (GPU and
     TPU compilers fuse element-wise work into their own kernels)."""
     return lax.platform_dependent(x, cpu=library_fusion_fence, default=lambda x: x)
+
+
+def loop_fusion_barrier(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """The floating-point arrays unchanged, bit for bit, each written to a
+    buffer of its own that its consumers read: XLA fuses nothing across the
+    barrier.
+
+    XLA fuses an element-wise producer (a BatchNorm gradient, a pad) into
+    every loop that consumes it, and when several reductions read the same
+    value each recomputes it from the producer's inputs: EfficientNet's
+    depthwise kernel gradients read the cotangent in five reductions and ran
+    2x slower for it (benchmarks/NOTES.md, entry 15). `lax.optimization_barrier`
+    does not prevent that on CPU (XLA expands it before fusing); a conditional
+    does. The predicate is read from the data (each array's middle element
+    equals itself), so XLA cannot pick a branch at compile time; the branches differ
+    (the arrays, or their `library_fusion_fence`, taken when one of those
+    elements is a NaN), so XLA cannot merge them. The cost is a copy per array. Use it on
+    the CPU path only.
+    """
+    if not arrays:
+        raise ValueError("loop_fusion_barrier needs at least one array")
+    # Middle elements: a padded array's first one is a constant XLA would fold.
+    middles = [jnp.ravel(x)[x.size // 2] for x in arrays]
+    predicate = functools.reduce(jnp.logical_and, [m == m for m in middles])
+    return lax.cond(predicate, lambda *a: a,
+                    lambda *a: tuple(library_fusion_fence(x) for x in a), *arrays)
