@@ -56,6 +56,18 @@ def test_bfloat16_accumulates_in_float32():
     want = _xla(x.astype(jnp.float32), kernel.astype(jnp.float32), (1, 1), ((1, 1), (1, 1)))
     np.testing.assert_allclose(out.astype(jnp.float32), want, rtol=2e-2, atol=2e-2)
 
+    # Gradients: float32 sums of bfloat16 products, returned in bfloat16.
+    def loss(f, dtype):
+        return lambda x, k: jnp.sum(f(x.astype(dtype), k.astype(dtype)).astype(jnp.float32) ** 2)
+    got = jax.grad(loss(lambda x, k: shifted_depthwise_conv(x, k, (1, 1), ((1, 1), (1, 1))),
+                        jnp.bfloat16), argnums=(0, 1))(x, kernel)
+    want = jax.grad(loss(lambda x, k: _xla(x, k, (1, 1), ((1, 1), (1, 1))), jnp.float32),
+                    argnums=(0, 1))(x.astype(jnp.float32), kernel.astype(jnp.float32))
+    for g, w in zip(got, want):
+        assert g.dtype == jnp.bfloat16
+        scale = float(jnp.abs(w).max())
+        np.testing.assert_allclose(g.astype(jnp.float32), w, rtol=5e-2, atol=5e-2 * scale)
+
 
 def test_windows_are_not_written_out_when_a_reduction_follows():
     # ConvNeXt's 7x7 depthwise conv feeds a LayerNorm. Without
@@ -77,7 +89,8 @@ def test_windows_are_not_written_out_when_a_reduction_follows():
 
 
 def test_largest_divisor():
-    assert [largest_divisor(n, 8) for n in (1, 7, 8, 22, 24, 96, 11, 13)] == [1, 7, 8, 2, 8, 8, 1, 1]
+    divisors = [largest_divisor(n, 8) for n in (1, 7, 8, 22, 24, 96, 11, 13)]
+    assert divisors == [1, 7, 8, 2, 8, 8, 1, 1]
     assert largest_divisor(12, 5) == 4
 
 
