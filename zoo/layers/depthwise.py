@@ -102,16 +102,17 @@ def depthwise_kernel_gradient(padded: jax.Array, grad32: jax.Array, kernel_hw: t
 
     Written for XLA's CPU backend, in two stages. A sum per tap (one
     YNNPACK reduction each) first writes every shifted window out as a buffer
-    of its own: kh * kw copies of the input. Here the padded input is one
-    buffer (the barrier keeps the pad out of the reductions' loops), and one
-    kernel row's taps are one variadic XLA reduction, which reads the windows
-    in place. It sums over an axis of `KERNEL_GRADIENT_ROWS_PER_SUM` rows
-    (a divisor of batch * out_h), short enough for LLVM to unroll and to
+    of its own: kh * kw copies of the input. Here the padded input and the
+    cotangent are one buffer each (`loop_fusion_barrier`), and one kernel
+    row's taps are one variadic XLA reduction, which reads the windows in
+    place. It sums over an axis of `KERNEL_GRADIENT_ROWS_PER_SUM` rows (a
+    divisor of batch * out_h), short enough for LLVM to unroll and to
     vectorize along the channels it keeps, [rows / 8, out_w, channels] per tap
-    (a reduction over all rows at once runs scalar, 2x slower); YNNPACK then
-    sums those partials per tap. 2.2-4.5x faster than one sum per tap at
-    EfficientNet's, MobileNet's and ConvNeXt's stride-1 shapes, 1.4-3.4x at
-    stride 2 (benchmarks/NOTES.md, entry 15).
+    (a reduction over all rows at once runs scalar, 1.6x slower over the
+    measured shapes); YNNPACK then sums those partials per tap. 2.2-4.5x
+    faster than one sum per tap at EfficientNet's, MobileNet's and
+    ConvNeXt's stride-1 shapes, 1.4-3.4x at stride 2 (benchmarks/NOTES.md,
+    entry 15).
     """
     batch, out_h, out_w, channels = grad32.shape
     rows = batch * out_h
@@ -132,7 +133,7 @@ def depthwise_kernel_gradient(padded: jax.Array, grad32: jax.Array, kernel_hw: t
             per_sum, rows // per_sum, out_w, channels)
 
     # One reduction per kernel row (per column for a kh x 1 kernel): up to 7
-    # outputs; all 49 taps of a 7x7 in one reduction ran slower.
+    # outputs; all 25 taps of a 5x5 in one reduction ran 3x slower.
     taps_per_reduction = kernel_hw[1] if kernel_hw[1] > 1 else kernel_hw[0]
     partials: list[jax.Array] = []
     for start in range(0, len(windows), taps_per_reduction):

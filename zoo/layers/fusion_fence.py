@@ -47,13 +47,15 @@ def loop_fusion_barrier(*arrays: jax.Array) -> tuple[jax.Array, ...]:
     every loop that consumes it, and when several reductions read the same
     value each recomputes it from the producer's inputs: EfficientNet's
     depthwise kernel gradients read the cotangent in five reductions and ran
-    2x slower for it (benchmarks/NOTES.md, entry 15). `lax.optimization_barrier`
-    does not prevent that on CPU (XLA expands it before fusing); a conditional
-    does. The predicate is read from the data (each array's middle element
-    equals itself), so XLA cannot pick a branch at compile time; the branches differ
-    (the arrays, or their `library_fusion_fence`, taken when one of those
-    elements is a NaN), so XLA cannot merge them. The cost is a copy per array. Use it on
-    the CPU path only.
+    2x slower for it (benchmarks/NOTES.md, entry 15).
+    `lax.optimization_barrier` does not prevent that on CPU (XLA expands it
+    before fusing); a conditional does. The predicate is read from the data
+    (each array's middle element equals itself), so XLA cannot pick a branch
+    at compile time; the branches differ (the arrays, or their
+    `library_fusion_fence`, taken when one of those elements is a NaN), so
+    XLA cannot merge them. The cost is a copy per array. Use it on the CPU
+    path only, where re-reading a buffer beats recomputing it several times
+    (on resnet50's residual stream the copies cost more: NOTES entry 15).
     """
     if not arrays:
         raise ValueError("loop_fusion_barrier needs at least one array")
