@@ -47,6 +47,9 @@ def test_loop_fusion_barrier_returns_every_bit_unchanged():
             assert g.dtype == want.dtype
             np.testing.assert_array_equal(np.asarray(g).view(np.uint8),
                                           np.asarray(want).view(np.uint8))
+    nan_key = jnp.asarray([1.0, np.nan, 2.0])  # predicate from another array: false
+    (got,) = jax.jit(lambda a, k: loop_fusion_barrier(a, predicate_from=k))(values, nan_key)
+    np.testing.assert_array_equal(np.asarray(got).view(np.uint8), np.asarray(values).view(np.uint8))
     with pytest.raises(ValueError, match="at least one"):
         loop_fusion_barrier()
 

@@ -87,7 +87,7 @@ def largest_divisor(n: int, cap: int) -> int:
     return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
 
 
-def depthwise_kernel_gradient(padded: jax.Array, grad32: jax.Array, kernel_hw: tuple[int, int],
+def depthwise_kernel_gradient(padded: jax.Array, grad32: jax.Array, kernel: jax.Array,
                               strides: Sequence[int], dilation: Sequence[int]) -> jax.Array:
     """d loss / d kernel of a depthwise convolution: for each tap (i, j) and
     channel c, the sum over batch and output pixels of window(i, j) * grad.
@@ -95,7 +95,9 @@ def depthwise_kernel_gradient(padded: jax.Array, grad32: jax.Array, kernel_hw: t
     Args:
       padded: the padded input, [batch, padded_h, padded_w, channels].
       grad32: the output's cotangent in float32, [batch, out_h, out_w, channels].
-      kernel_hw, strides, dilation: (kh, kw), (sh, sw), (dh, dw).
+      kernel: the convolution's kernel, [kh, kw, 1, channels] (its shape, and
+        the barrier's predicate: a replicated array, see below).
+      strides, dilation: (sh, sw), (dh, dw).
 
     Returns:
       [kh * kw, channels] in float32, taps in row-major order.
@@ -105,32 +107,38 @@ def depthwise_kernel_gradient(padded: jax.Array, grad32: jax.Array, kernel_hw: t
     of its own: kh * kw copies of the input. Here the padded input and the
     cotangent are one buffer each (`loop_fusion_barrier`), and one kernel
     row's taps are one variadic XLA reduction, which reads the windows in
-    place. It sums over an axis of `KERNEL_GRADIENT_ROWS_PER_SUM` rows (a
-    divisor of batch * out_h), short enough for LLVM to unroll and to
-    vectorize along the channels it keeps, [rows / 8, out_w, channels] per tap
-    (a reduction over all rows at once runs scalar, 1.6x slower over the
-    measured shapes); YNNPACK then sums those partials per tap. 2.2-4.5x
+    place. It sums over an axis of `KERNEL_GRADIENT_ROWS_PER_SUM` rows of
+    each image (a divisor of out_h), short enough for LLVM to unroll and to
+    vectorize along the channels it keeps, [batch, out_h / 8, out_w,
+    channels] per tap (a reduction over all rows at once runs scalar, 1.6x
+    slower over the measured shapes); YNNPACK then sums those partials per
+    tap. 2.2-4.4x
     faster than one sum per tap at EfficientNet's, MobileNet's and
-    ConvNeXt's stride-1 shapes, 1.4-3.4x at stride 2 (benchmarks/NOTES.md,
+    ConvNeXt's stride-1 shapes, 1.4-3.0x at stride 2 (benchmarks/NOTES.md,
     entry 15).
     """
     batch, out_h, out_w, channels = grad32.shape
-    rows = batch * out_h
+    kernel_hw = kernel.shape[:2]
     # One buffer each, read in place by every reduction below, instead of the
     # pad and the cotangent's producers (a BatchNorm gradient) fused into each.
-    padded, grad32 = loop_fusion_barrier(padded, grad32)
+    # The predicate comes from the kernel, which data-parallel training
+    # replicates (no device has to fetch an element of another's batch).
+    padded, grad32 = loop_fusion_barrier(padded, grad32, predicate_from=kernel)
     windows = [window for _, _, window in
                strided_windows(padded, kernel_hw, strides, dilation, (out_h, out_w))]
     if len(windows) == 1:  # a 1x1 kernel: one product, a plain reduction
         return jnp.sum(windows[0].astype(jnp.float32) * grad32, axis=(0, 1, 2))[None]
-    per_sum = largest_divisor(rows, KERNEL_GRADIENT_ROWS_PER_SUM)
+    # Rows are split within each image, never across the batch: a reshape that
+    # merged the batch axis would make XLA's SPMD partitioner gather the
+    # batch-sharded activations onto every device (data-parallel training).
+    per_sum = largest_divisor(out_h, KERNEL_GRADIENT_ROWS_PER_SUM)
     if per_sum == 1:  # a prime number of rows: sum them all at once
-        per_sum = rows
+        per_sum = out_h
 
     def row_partials(window: jax.Array) -> jax.Array:
-        # [per_sum, rows / per_sum, out_w, channels]; rows run over (batch, out_h).
+        # [batch, per_sum, out_h / per_sum, out_w, channels]
         return (window.astype(jnp.float32) * grad32).reshape(
-            per_sum, rows // per_sum, out_w, channels)
+            batch, per_sum, out_h // per_sum, out_w, channels)
 
     # One reduction per kernel row (per column for a kh x 1 kernel): up to 7
     # outputs; all 25 taps of a 5x5 in one reduction ran 3x slower.
@@ -140,7 +148,7 @@ def depthwise_kernel_gradient(padded: jax.Array, grad32: jax.Array, kernel_hw: t
         products = tuple(row_partials(window)
                          for window in windows[start:start + taps_per_reduction])
         zeros = tuple(jnp.zeros((), jnp.float32) for _ in products)
-        partials += lax.reduce(products, zeros, _add_tuples, (0,))
+        partials += lax.reduce(products, zeros, _add_tuples, (1,))
     return jnp.stack([jnp.sum(partial.reshape(-1, channels), axis=0) for partial in partials])
 
 
@@ -196,7 +204,7 @@ def _backward(strides, padding, dilation, residuals, grad):
     grad32 = grad.astype(jnp.float32)
     padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     out_hw = grad.shape[1:3]
-    kernel_grad = depthwise_kernel_gradient(padded, grad32, (kh, kw), strides, dilation)
+    kernel_grad = depthwise_kernel_gradient(padded, grad32, kernel, strides, dilation)
     kernel_grad = kernel_grad.reshape(kh, kw, 1, -1).astype(kernel.dtype)
 
     padded_h, padded_w = padded.shape[1:3]

@@ -38,7 +38,8 @@ def cpu_library_fusion_fence(x: jax.Array) -> jax.Array:
     return lax.platform_dependent(x, cpu=library_fusion_fence, default=lambda x: x)
 
 
-def loop_fusion_barrier(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+def loop_fusion_barrier(*arrays: jax.Array,
+                        predicate_from: jax.Array | None = None) -> tuple[jax.Array, ...]:
     """The floating-point arrays unchanged, bit for bit, each written to a
     buffer of its own that its consumers read: XLA fuses nothing across the
     barrier.
@@ -56,11 +57,19 @@ def loop_fusion_barrier(*arrays: jax.Array) -> tuple[jax.Array, ...]:
     XLA cannot merge them. The cost is a copy per array. Use it on the CPU
     path only, where re-reading a buffer beats recomputing it several times
     (on resnet50's residual stream the copies cost more: NOTES entry 15).
+
+    Args:
+      arrays: floating-point arrays.
+      predicate_from: read the predicate from this array's middle element
+        instead. Under jit over a device mesh, pass a small replicated array
+        (a kernel): an element of a batch-sharded activation lives on one
+        device, and every device would have to fetch it first.
     """
     if not arrays:
         raise ValueError("loop_fusion_barrier needs at least one array")
+    sources = arrays if predicate_from is None else (predicate_from,)
     # Middle elements: a padded array's first one is a constant XLA would fold.
-    middles = [jnp.ravel(x)[x.size // 2] for x in arrays]
+    middles = [jnp.ravel(x)[x.size // 2] for x in sources]
     predicate = functools.reduce(jnp.logical_and, [m == m for m in middles])
     return lax.cond(predicate, lambda *a: a,
                     lambda *a: tuple(library_fusion_fence(x) for x in a), *arrays)
