@@ -112,13 +112,13 @@ def depthwise_kernel_gradient(padded: jax.Array, grad32: jax.Array, kernel: jax.
     vectorize along the channels it keeps, [batch, out_h / 8, out_w,
     channels] per tap (a reduction over all rows at once runs scalar, 1.6x
     slower over the measured shapes); YNNPACK then sums those partials per
-    tap. 2.2-4.4x
-    faster than one sum per tap at EfficientNet's, MobileNet's and
-    ConvNeXt's stride-1 shapes, 1.4-3.0x at stride 2 (benchmarks/NOTES.md,
-    entry 15).
+    tap. 2.2-4.4x faster than one sum per tap at EfficientNet's, MobileNet's
+    and ConvNeXt's stride-1 shapes, 1.4-3.0x at stride 2
+    (benchmarks/NOTES.md, entry 15).
     """
     batch, out_h, out_w, channels = grad32.shape
-    kernel_hw = kernel.shape[:2]
+    kh, kw = kernel.shape[:2]
+    kernel_hw = (kh, kw)
     # One buffer each, read in place by every reduction below, instead of the
     # pad and the cotangent's producers (a BatchNorm gradient) fused into each.
     # The predicate comes from the kernel, which data-parallel training
@@ -142,7 +142,7 @@ def depthwise_kernel_gradient(padded: jax.Array, grad32: jax.Array, kernel: jax.
 
     # One reduction per kernel row (per column for a kh x 1 kernel): up to 7
     # outputs; all 25 taps of a 5x5 in one reduction ran 3x slower.
-    taps_per_reduction = kernel_hw[1] if kernel_hw[1] > 1 else kernel_hw[0]
+    taps_per_reduction = kw if kw > 1 else kh
     partials: list[jax.Array] = []
     for start in range(0, len(windows), taps_per_reduction):
         products = tuple(row_partials(window)
