@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from zoo.layers.depthwise import output_hw as _output_hw
-from zoo.layers.depthwise import (add_windows_back, explicit_pads, shifted_depthwise_conv,
-                                  strided_windows)
+from zoo.layers.depthwise import (add_windows_back, explicit_pads, largest_divisor,
+                                  shifted_depthwise_conv, strided_windows)
 
 Padding = str | Sequence[tuple[int, int]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -304,8 +304,7 @@ def groups_per_supergroup(groups: int, in_per_group: int) -> int:
     """How many consecutive groups `supergroup_conv` takes together: the most
     that divide `groups` and have at most SUPERGROUP_CHANNELS input channels
     (one group when a group alone has more)."""
-    return max(d for d in range(1, groups + 1)
-               if groups % d == 0 and (d == 1 or d * in_per_group <= SUPERGROUP_CHANNELS))
+    return largest_divisor(groups, max(1, SUPERGROUP_CHANNELS // in_per_group))
 
 
 def supergroup_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
