@@ -16,3 +16,9 @@ def ynn_fused_convolutions(hlo_text: str) -> int:
     return sum(block.count(" convolution(")
                for block in re.split(r"\n(?=%|ENTRY)", hlo_text)
                if block.split(" ", 1)[0] in called)
+
+
+def multi_output_loop_fusion_operands(hlo_text: str) -> list[str]:
+    """The operand lists ("%a, %b, ...") of a compiled module's XLA loop
+    fusions with a tuple result (variadic reductions among them), in order."""
+    return re.findall(r"= \(f32\[[^=]*\) fusion\(([^)]*)\), kind=kLoop", hlo_text)

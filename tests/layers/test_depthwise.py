@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
+from tests.xla_helpers import multi_output_loop_fusion_operands
 from zoo.layers.depthwise import (depthwise_kernel_gradient, largest_divisor,
                                   shifted_depthwise_conv)
 
@@ -133,12 +132,6 @@ def test_kernel_gradient_does_not_write_the_windows_out():
     assert compiled.memory_analysis().temp_size_in_bytes < 12 * input_bytes
 
 
-def _kernel_gradient_reductions(hlo: str) -> list[str]:
-    """The operand lists of the compiled program's multi-output loop fusions
-    (the kernel gradient's variadic reductions)."""
-    return re.findall(r"= \(f32\[[^=]*\) fusion\(([^)]*)\), kind=kLoop", hlo)
-
-
 def test_kernel_gradient_reads_one_cotangent_buffer():
     # The cotangent here is an element-wise function of three arrays, as a
     # BatchNorm gradient is. Each of the three reductions (one per kernel row)
@@ -154,7 +147,7 @@ def test_kernel_gradient_reads_one_cotangent_buffer():
         return depthwise_kernel_gradient(padded, grad, kernel, (1, 1), (1, 1))
 
     hlo = jax.jit(kernel_grad).lower(x, kernel, x, x, x).compile().as_text()
-    reductions = _kernel_gradient_reductions(hlo)
+    reductions = multi_output_loop_fusion_operands(hlo)
     assert len(reductions) == 3, hlo
     for operands in reductions:
         assert operands.count("%") == 2, operands
