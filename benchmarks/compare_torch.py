@@ -5,7 +5,8 @@
 
 Needs the `torch` extra (torch, torchvision). For each model it measures Zoo
 with `zoo.bench` and torchvision's definition of the same name with the same
-protocol: `--warmup` untimed steps, `--steps` timed steps each ended by a device
+protocol: `--warmup` untimed steps (more while the host's heap still grows,
+`zoo.bench.timing`), `--steps` timed steps each ended by a device
 synchronisation, inputs rotated among `--buffers` batches. PyTorch variants:
 eager (NCHW), eager channels_last, and `torch.compile` (where it works; its
 first call, the compile, is timed apart). `--dtype bfloat16` runs Zoo in
@@ -48,7 +49,7 @@ from zoo.bench import expand_configs, markdown_table, measure
 from zoo.bench.environment import environment
 from zoo.bench.report import append_jsonl, host_cpu_text
 from zoo.bench.runner import BenchConfig, benchmark_config, record_error
-from zoo.bench.timing import summarize, time_interleaved, timed
+from zoo.bench.timing import StepTimes, summarize, time_interleaved, timed
 
 VARIANTS = ("eager", "channels_last", "compile")
 
@@ -110,7 +111,8 @@ def prepare_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
         "dtype": args.dtype, "batch_size": args.batch_size, "image_size": image_size,
         "status": "error", "error": None, "first_step_s": None, "step_ms_mean": None,
         "step_ms_std": None, "step_ms_p50": None, "step_ms_p90": None, "step_ms_p99": None,
-        "images_per_s": None, "torch_version": torch.__version__,
+        "images_per_s": None, "warmup_steps": None, "host_page_faults": None,
+        "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__, "device": str(device),
         "num_threads": torch.get_num_threads(),
     }
@@ -139,15 +141,18 @@ def prepare_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
     return TorchRun(row, run, batches)
 
 
-def fill_torch_row(row: dict[str, Any], samples: list[float] | Exception) -> None:
-    """The timed samples (seconds), or the error a timed step raised, into `row`."""
-    if isinstance(samples, Exception):
-        record_error(row, samples)
+def fill_torch_row(row: dict[str, Any], times: StepTimes | Exception) -> None:
+    """The timed steps, or the error a timed step raised, into `row`."""
+    if isinstance(times, Exception):
+        record_error(row, times)
         return
-    stats = summarize(samples)
+    stats = summarize(times.seconds)
     row.update(status="ok", step_ms_mean=stats.mean_ms, step_ms_std=stats.std_ms,
                step_ms_p50=stats.p50_ms, step_ms_p90=stats.p90_ms, step_ms_p99=stats.p99_ms,
-               images_per_s=row["batch_size"] / (stats.mean_ms / 1e3))
+               images_per_s=row["batch_size"] / (stats.mean_ms / 1e3),
+               warmup_steps=times.warmup_steps,
+               host_page_faults=(None if times.host_page_faults is None
+                                 else sum(times.host_page_faults)))
 
 
 def compare_config(args: argparse.Namespace, config: BenchConfig, variants: list[str],
@@ -159,17 +164,17 @@ def compare_config(args: argparse.Namespace, config: BenchConfig, variants: list
                                          config.image_size) for variant in variants}
     runnable = {variant: (run.step, run.batches) for variant, run in torch_runs.items()
                 if run.step is not None}
-    timed_torch: dict[str, list[float] | Exception] = {}
+    timed_torch: dict[str, StepTimes | Exception] = {}
 
     def measure_interleaved(config: BenchConfig) -> measure.Measurement:
         prepared = measure.prepare(config)
         results = time_interleaved({"zoo": (prepared.step, prepared.inputs), **runnable},
                                    warmup=config.warmup, steps=config.steps)
-        zoo_samples = results.pop("zoo")
+        zoo_times = results.pop("zoo")
         timed_torch.update(results)
-        if isinstance(zoo_samples, Exception):
-            raise zoo_samples
-        return prepared.measurement(zoo_samples)
+        if isinstance(zoo_times, Exception):
+            raise zoo_times
+        return prepared.measurement(zoo_times)
 
     zoo_row = benchmark_config(config, env=env, measure_fn=measure_interleaved)
     if runnable and not timed_torch:  # Zoo failed before its steps: time PyTorch alone

@@ -55,8 +55,10 @@ def test_summarize_one_sample_has_zero_std():
 
 def test_time_steps_excludes_warmup_and_rotates_inputs():
     seen = []
-    samples = time_steps(lambda x: seen.append(x) or np.zeros(1), ["a", "b", "c"], warmup=2, steps=4)
-    assert len(samples) == 4 and all(s >= 0 for s in samples)
+    times = time_steps(lambda x: seen.append(x) or np.zeros(1), ["a", "b", "c"], warmup=2, steps=4,
+                       page_faults=lambda: 0)
+    assert len(times.seconds) == 4 and all(s >= 0 for s in times.seconds)
+    assert times.host_page_faults == [0, 0, 0, 0] and times.warmup_steps == 2
     assert seen == ["a", "b", "c", "a", "b", "c"]
     with pytest.raises(ValueError, match="steps >= 1"):
         time_steps(lambda x: x, ["a"], warmup=0, steps=0)
@@ -78,7 +80,8 @@ def test_time_interleaved_rotates_the_order_and_excludes_warmup():
 
     results = time_interleaved({"a": (run("a"), ["a0", "a1"]), "b": (run("b"), ["b0"]),
                                 "c": (run("c"), ["c0"])}, warmup=1, steps=3)
-    assert {name: len(samples) for name, samples in results.items()} == {"a": 3, "b": 3, "c": 3}
+    lengths = {name: len(times.seconds) for name, times in results.items()}
+    assert lengths == {"a": 3, "b": 3, "c": 3}
     # One step of each per round, each round starting one further along.
     assert [name for name, _ in calls] == list("abc" "bca" "cab" "abc")
     assert [x for name, x in calls if name == "a"] == ["a0", "a1", "a0", "a1"]
@@ -97,7 +100,7 @@ def test_time_interleaved_drops_a_failing_run_and_the_others_go_on():
 
     results = time_interleaved({"ok": (lambda x: np.zeros(1), [0]), "flaky": (flaky, [0])},
                                warmup=1, steps=4)
-    assert len(results["ok"]) == 4
+    assert len(results["ok"].seconds) == 4
     assert isinstance(results["flaky"], RuntimeError) and count[0] == 3
 
 
@@ -114,11 +117,85 @@ def test_time_interleaved_spreads_drift_over_all_runs(monkeypatch):
         return np.zeros(1)
 
     monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
-    first = np.median(time_steps(step, [0], warmup=0, steps=20))
-    second = np.median(time_steps(step, [0], warmup=0, steps=20))
+    first = np.median(time_steps(step, [0], warmup=0, steps=20).seconds)
+    second = np.median(time_steps(step, [0], warmup=0, steps=20).seconds)
     both = time_interleaved({"first": (step, [0]), "second": (step, [0])}, warmup=0, steps=20)
     assert second / first > 1.15
-    assert np.median(both["second"]) / np.median(both["first"]) == pytest.approx(1.0, abs=0.01)
+    assert (np.median(both["second"].seconds) / np.median(both["first"].seconds)
+            == pytest.approx(1.0, abs=0.01))
+
+
+class FakeHeap:
+    """A page-fault counter that steps fault into: `grow[i]` pages at the i-th call."""
+
+    def __init__(self, grow):
+        self.grow, self.calls, self.count = list(grow), 0, 0
+
+    def step(self, x):
+        self.count += self.grow[self.calls] if self.calls < len(self.grow) else 0
+        self.calls += 1
+        return np.zeros(1)
+
+
+def test_warmup_goes_on_while_the_heap_grows():
+    big = timing.SETTLED_PAGE_FAULT_BYTES // timing._page_size()
+    # Steps 0-3 grow the heap; step 4 settles; warm-up asked: 2 steps.
+    heap = FakeHeap([big, big, big, big, 10, 7, 0])
+    times = time_steps(heap.step, [0], warmup=2, steps=3, page_faults=lambda: heap.count)
+    assert times.warmup_steps == 5          # 2 asked + 3 more: the last warm-up step faulted 10
+    assert times.host_page_faults == [7, 0, 0] and heap.calls == 8
+    # A step just under the threshold counts as settled.
+    heap = FakeHeap([big, big - 1])
+    times = time_steps(heap.step, [0], warmup=1, steps=2, page_faults=lambda: heap.count)
+    assert times.warmup_steps == 2 and times.host_page_faults == [0, 0]
+
+
+def test_warmup_settling_is_capped_and_off_without_warmup():
+    big = timing.SETTLED_PAGE_FAULT_BYTES // timing._page_size()
+    heap = FakeHeap([big] * 100)
+    times = time_steps(heap.step, [0], warmup=1, steps=2, page_faults=lambda: heap.count)
+    assert times.warmup_steps == 1 + timing.MAX_SETTLE_ROUNDS
+    assert times.host_page_faults == [big, big]          # recorded, not hidden
+    heap = FakeHeap([big] * 3)
+    times = time_steps(heap.step, [0], warmup=0, steps=3, page_faults=lambda: heap.count)
+    assert times.warmup_steps == 0 and times.host_page_faults == [big] * 3
+
+
+def test_interleaved_runs_share_the_extra_warmup_rounds():
+    big = timing.SETTLED_PAGE_FAULT_BYTES // timing._page_size()
+    counter = [0]
+    grows = {"a": [0, 0, 0], "b": [big, big, 0]}
+    calls = {"a": 0, "b": 0}
+
+    def run(name):
+        def step(x):
+            n = calls[name]
+            counter[0] += grows[name][n] if n < len(grows[name]) else 0
+            calls[name] += 1
+            return np.zeros(1)
+        return step
+
+    results = time_interleaved({"a": (run("a"), [0]), "b": (run("b"), [0])}, warmup=1, steps=2,
+                               page_faults=lambda: counter[0])
+    assert results["a"].warmup_steps == results["b"].warmup_steps == 3
+    assert calls == {"a": 5, "b": 5}
+
+
+def test_host_page_faults_counts_fresh_memory_touched():
+    mmap = pytest.importorskip("mmap")
+    if timing.host_page_faults() is None:
+        pytest.skip("this platform does not count page faults")
+    size = 16 << 20
+    region = mmap.mmap(-1, size)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        region.madvise(mmap.MADV_NOHUGEPAGE)   # one fault per small page
+    page = timing._page_size()
+    before = timing.host_page_faults()
+    for offset in range(0, size, page):
+        region[offset] = 1
+    after = timing.host_page_faults()
+    region.close()
+    assert after - before >= size // page // 2
 
 
 def test_flops_from_cost_analysis_dict_list_and_missing():

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from zoo.bench.timing import flops_from_cost_analysis, summarize, time_steps, timed
+from zoo.bench.timing import StepTimes, flops_from_cost_analysis, summarize, time_steps, timed
 from zoo.runtime import compiler_options, compiler_options_text
 
 if TYPE_CHECKING:
@@ -39,6 +39,10 @@ class Measurement(NamedTuple):
     device_peak_bytes: the backend's peak_bytes_in_use (None on CPU).
     compiler_options: the XLA options the step was compiled with, as
     `zoo.runtime.compiler_options_text` writes them ("" for XLA's defaults).
+    host_page_faults: page faults of the process in each timed step (None
+    where the platform does not count them).
+    warmup_steps: untimed steps run before the timed ones (`zoo.bench.timing`
+    adds some while the host's heap is still growing).
     """
 
     params: int
@@ -52,6 +56,8 @@ class Measurement(NamedTuple):
     compiled_memory: dict[str, int] | None
     device_peak_bytes: int | None
     compiler_options: str
+    host_page_faults: list[int] | None
+    warmup_steps: int
 
 
 class Prepared(NamedTuple):
@@ -74,8 +80,8 @@ class Prepared(NamedTuple):
     compiled_memory: dict[str, int] | None
     compiler_options: str
 
-    def measurement(self, samples_s: list[float]) -> Measurement:
-        """The Measurement of these timed step samples (seconds)."""
+    def measurement(self, times: StepTimes) -> Measurement:
+        """The Measurement of these timed steps."""
         return Measurement(
             params=self.params,
             macs_per_image=self.macs_per_image,
@@ -84,10 +90,12 @@ class Prepared(NamedTuple):
             lower_s=self.lower_s,
             compile_s=self.compile_s,
             flops_per_device_step=self.flops_per_device_step,
-            samples_s=samples_s,
+            samples_s=times.seconds,
             compiled_memory=self.compiled_memory,
             device_peak_bytes=_device_peak_bytes(self.devices),
             compiler_options=self.compiler_options,
+            host_page_faults=times.host_page_faults,
+            warmup_steps=times.warmup_steps,
         )
 
 
@@ -251,8 +259,8 @@ def prepare(config: BenchConfig) -> Prepared:
 def measure(config: BenchConfig) -> Measurement:
     """Builds, compiles and times `config`; errors (incl. out of memory) propagate."""
     prepared = prepare(config)
-    samples = time_steps(prepared.step, prepared.inputs, warmup=config.warmup, steps=config.steps)
-    return prepared.measurement(samples)
+    times = time_steps(prepared.step, prepared.inputs, warmup=config.warmup, steps=config.steps)
+    return prepared.measurement(times)
 
 
 def fill_row(row: dict[str, Any], result: Measurement) -> None:
@@ -274,6 +282,9 @@ def fill_row(row: dict[str, Any], result: Measurement) -> None:
         step_ms_samples=[s * 1e3 for s in result.samples_s],
         device_peak_bytes=result.device_peak_bytes,
         compiler_options=result.compiler_options,
+        warmup_steps=result.warmup_steps,
+        host_page_faults=(None if result.host_page_faults is None
+                          else sum(result.host_page_faults)),
     )
     if result.compiled_memory is not None:
         row["compiled_total_bytes"] = result.compiled_memory["total"]

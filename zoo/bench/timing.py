@@ -3,14 +3,20 @@ timed step ended by `block_until_ready`, inputs rotated among device buffers.
 
     lowered, lower_s = timed(lambda: jitted.lower(*args))
     compiled, compile_s = timed(lowered.compile)
-    samples = time_steps(step, inputs, warmup=5, steps=30)
-    stats = summarize(samples)
+    times = time_steps(step, inputs, warmup=5, steps=30)
+    stats = summarize(times.seconds)
 
 `step(inputs[i % len(inputs)])` runs one step on the i-th input buffer and
 returns what it computed (any pytree of arrays); the clock stops only once
 every array in it is ready, so asynchronous dispatch cannot hide device time.
 `time_interleaved` times several such steps against each other, one step of
 each in turn, for comparisons (benchmarks/compare_torch.py).
+
+Warm-up goes on past the steps asked for while a step still first-touches a
+lot of host memory (the heap growing: a resnet50 training step on CPU did so
+in 2-3 of its first 10 steps, each then taking twice as long), up to
+`MAX_SETTLE_ROUNDS` more; how many warm-up steps ran, and the host page faults
+of the timed steps, are part of the result.
 """
 
 from __future__ import annotations
@@ -24,6 +30,50 @@ import jax
 
 T = TypeVar("T")
 
+# A warm-up step that page-faults at least this much fresh host memory (64 MiB)
+# leaves the process unsettled: the next step is warm-up too. Steady steps of
+# a CPU resnet50 training step fault ~0-400 pages (Python's own allocations);
+# the heap growing faulted 215,000-236,000 (0.9 GB) in one step.
+SETTLED_PAGE_FAULT_BYTES = 64 << 20
+# At most this many warm-up rounds beyond the `warmup` asked for.
+MAX_SETTLE_ROUNDS = 10
+
+
+def host_page_faults() -> int | None:
+    """Page faults (minor + major) of this process so far, all its threads;
+    None where the platform does not count them (no `resource` module).
+
+    A fault that maps a transparent huge page counts once, so for memory in
+    huge pages this undercounts the bytes touched."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt + usage.ru_majflt
+
+
+def _page_size() -> int:
+    try:
+        import resource
+    except ImportError:
+        return 4096
+    return resource.getpagesize()
+
+
+class StepTimes(NamedTuple):
+    """The timed steps of one run.
+
+    seconds: wall seconds of each timed step.
+    host_page_faults: page faults of the process during each timed step (None
+      where the platform does not count them).
+    warmup_steps: untimed steps run before them (at least the `warmup` asked for).
+    """
+
+    seconds: list[float]
+    host_page_faults: list[int] | None
+    warmup_steps: int
+
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
     """`fn()` and the wall seconds it took."""
@@ -33,9 +83,11 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
 
 
 def time_steps(
-    step: Callable[[Any], Any], inputs: Sequence[Any], *, warmup: int, steps: int
-) -> list[float]:
-    """Wall seconds of each of `steps` timed calls of `step`, after `warmup` untimed ones.
+    step: Callable[[Any], Any], inputs: Sequence[Any], *, warmup: int, steps: int,
+    page_faults: Callable[[], int | None] = host_page_faults,
+) -> StepTimes:
+    """Wall seconds of each of `steps` timed calls of `step`, after `warmup` or more
+    untimed ones (see `time_interleaved` for when there are more).
 
     Args:
       step: runs one step on one input; returns its outputs (a pytree of arrays).
@@ -43,19 +95,22 @@ def time_steps(
         the buffer the step before it just read (caches, donation).
       warmup: untimed calls first (autotuning, allocator growth, page faults).
       steps: timed calls.
+      page_faults: the process's page-fault counter (tests pass a fake one).
     """
     if not inputs:
         raise ValueError("time_steps needs at least one input buffer")
     # One run interleaved with nothing: the same loop, and its error re-raised.
-    (samples,) = time_interleaved({"step": (step, inputs)}, warmup=warmup, steps=steps).values()
-    if isinstance(samples, Exception):
-        raise samples
-    return samples
+    (times,) = time_interleaved({"step": (step, inputs)}, warmup=warmup, steps=steps,
+                                page_faults=page_faults).values()
+    if isinstance(times, Exception):
+        raise times
+    return times
 
 
 def time_interleaved(
-    runs: Mapping[str, tuple[Callable[[Any], Any], Sequence[Any]]], *, warmup: int, steps: int
-) -> dict[str, list[float] | Exception]:
+    runs: Mapping[str, tuple[Callable[[Any], Any], Sequence[Any]]], *, warmup: int, steps: int,
+    page_faults: Callable[[], int | None] = host_page_faults,
+) -> dict[str, StepTimes | Exception]:
     """Times several (step, inputs) pairs against each other, one step of each in turn.
 
     A shared machine's speed drifts over seconds to minutes (other tenants,
@@ -66,37 +121,65 @@ def time_interleaved(
     alike. Each step is timed alone and ended by `block_until_ready`, as in
     `time_steps`; first `warmup` untimed rounds.
 
+    Warm-up settles the host: when `warmup` >= 1 and a step of the last
+    warm-up round page-faulted SETTLED_PAGE_FAULT_BYTES or more (the heap
+    still growing, memory touched for the first time), one more warm-up round
+    runs, up to MAX_SETTLE_ROUNDS more. Otherwise a timed step would measure
+    the kernel zeroing fresh pages (a CPU resnet50 training step took 2.6 s
+    instead of 1.3 s in such steps). `warmup=0` times from the first step.
+
     A run whose step raises leaves the rotation, its exception returned in
     place of its samples; the others go on.
 
     Returns:
-      name -> its `steps` timed wall seconds, or the exception it raised.
+      name -> its `StepTimes` (`steps` timed steps), or the exception it raised.
     """
     if warmup < 0 or steps < 1:
         raise ValueError(f"need warmup >= 0 and steps >= 1, got warmup={warmup}, steps={steps}")
     for name, (_, inputs) in runs.items():
         if not inputs:
             raise ValueError(f"time_interleaved: run {name!r} has no input buffer")
-    results: dict[str, list[float] | Exception] = {name: [] for name in runs}
+    unsettled_pages = SETTLED_PAGE_FAULT_BYTES // _page_size()
+    counts_faults = page_faults() is not None
+
+    def faults_now() -> int:
+        return (page_faults() or 0) if counts_faults else 0
+
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    faults: dict[str, list[int]] = {name: [] for name in runs}
+    failed: dict[str, Exception] = {}
     names = list(runs)
-    for round_index in range(warmup + steps):
+    warmup_rounds, round_index = warmup, 0
+    while round_index < warmup_rounds + steps:
+        timing = round_index >= warmup_rounds
+        settled = True
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            samples = results[name]
-            if isinstance(samples, Exception):
+            if name in failed:
                 continue
             step, inputs = runs[name]
             batch = inputs[round_index % len(inputs)]
             try:
+                faults_before = faults_now()
                 start = time.perf_counter()
                 jax.block_until_ready(step(batch))
                 elapsed = time.perf_counter() - start
+                step_faults = faults_now() - faults_before
             except Exception as error:  # noqa: BLE001 - a failing run leaves, the others go on
-                results[name] = error
+                failed[name] = error
                 continue
-            if round_index >= warmup:
-                samples.append(elapsed)
-    return results
+            if timing:
+                seconds[name].append(elapsed)
+                faults[name].append(step_faults)
+            elif step_faults >= unsettled_pages:
+                settled = False
+        if (not timing and not settled and round_index == warmup_rounds - 1
+                and warmup_rounds < warmup + MAX_SETTLE_ROUNDS):
+            warmup_rounds += 1
+        round_index += 1
+    return {name: failed[name] if name in failed else
+            StepTimes(seconds[name], faults[name] if counts_faults else None, warmup_rounds)
+            for name in names}
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
