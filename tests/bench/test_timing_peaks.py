@@ -1,5 +1,7 @@
 """Percentiles, step statistics, cost-analysis parsing and the peak table."""
 
+import mmap
+
 import numpy as np
 import pytest
 
@@ -138,7 +140,7 @@ class FakeHeap:
 
 
 def test_warmup_goes_on_while_the_heap_grows():
-    big = timing.SETTLED_PAGE_FAULT_BYTES // timing._page_size()
+    big = timing.SETTLED_PAGE_FAULT_BYTES // mmap.PAGESIZE
     # Steps 0-3 grow the heap; step 4 settles; warm-up asked: 2 steps.
     heap = FakeHeap([big, big, big, big, 10, 7, 0])
     times = time_steps(heap.step, [0], warmup=2, steps=3, page_faults=lambda: heap.count)
@@ -151,7 +153,7 @@ def test_warmup_goes_on_while_the_heap_grows():
 
 
 def test_warmup_settling_is_capped_and_off_without_warmup():
-    big = timing.SETTLED_PAGE_FAULT_BYTES // timing._page_size()
+    big = timing.SETTLED_PAGE_FAULT_BYTES // mmap.PAGESIZE
     heap = FakeHeap([big] * 100)
     times = time_steps(heap.step, [0], warmup=1, steps=2, page_faults=lambda: heap.count)
     assert times.warmup_steps == 1 + timing.MAX_SETTLE_ROUNDS
@@ -162,7 +164,7 @@ def test_warmup_settling_is_capped_and_off_without_warmup():
 
 
 def test_interleaved_runs_share_the_extra_warmup_rounds():
-    big = timing.SETTLED_PAGE_FAULT_BYTES // timing._page_size()
+    big = timing.SETTLED_PAGE_FAULT_BYTES // mmap.PAGESIZE
     counter = [0]
     grows = {"a": [0, 0, 0], "b": [big, big, 0]}
     calls = {"a": 0, "b": 0}
@@ -182,14 +184,13 @@ def test_interleaved_runs_share_the_extra_warmup_rounds():
 
 
 def test_host_page_faults_counts_fresh_memory_touched():
-    mmap = pytest.importorskip("mmap")
     if timing.host_page_faults() is None:
         pytest.skip("this platform does not count page faults")
     size = 16 << 20
     region = mmap.mmap(-1, size)
     if hasattr(mmap, "MADV_NOHUGEPAGE"):
         region.madvise(mmap.MADV_NOHUGEPAGE)   # one fault per small page
-    page = timing._page_size()
+    page = mmap.PAGESIZE
     before = timing.host_page_faults()
     for offset in range(0, size, page):
         region[offset] = 1

@@ -22,6 +22,7 @@ of the timed steps, are part of the result.
 from __future__ import annotations
 
 import math
+import mmap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -51,14 +52,6 @@ def host_page_faults() -> int | None:
         return None
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_minflt + usage.ru_majflt
-
-
-def _page_size() -> int:
-    try:
-        import resource
-    except ImportError:
-        return 4096
-    return resource.getpagesize()
 
 
 class StepTimes(NamedTuple):
@@ -139,7 +132,7 @@ def time_interleaved(
     for name, (_, inputs) in runs.items():
         if not inputs:
             raise ValueError(f"time_interleaved: run {name!r} has no input buffer")
-    unsettled_pages = SETTLED_PAGE_FAULT_BYTES // _page_size()
+    unsettled_pages = SETTLED_PAGE_FAULT_BYTES // mmap.PAGESIZE
     counts_faults = page_faults() is not None
 
     def faults_now() -> int:
