@@ -151,8 +151,7 @@ def fill_torch_row(row: dict[str, Any], times: StepTimes | Exception) -> None:
                step_ms_p50=stats.p50_ms, step_ms_p90=stats.p90_ms, step_ms_p99=stats.p99_ms,
                images_per_s=row["batch_size"] / (stats.mean_ms / 1e3),
                warmup_steps=times.warmup_steps,
-               host_page_faults=(None if times.host_page_faults is None
-                                 else sum(times.host_page_faults)))
+               host_page_faults=times.total_host_page_faults)
 
 
 def compare_config(args: argparse.Namespace, config: BenchConfig, variants: list[str],

@@ -7,8 +7,8 @@ import pytest
 
 from zoo.bench.peaks import lookup_peak, peak_tflops
 from zoo.bench import timing
-from zoo.bench.timing import (flops_from_cost_analysis, percentile, summarize, time_interleaved,
-                              time_steps)
+from zoo.bench.timing import (StepTimes, flops_from_cost_analysis, percentile, summarize,
+                              time_interleaved, time_steps)
 
 SAMPLES = [
     [5.0],
@@ -146,6 +146,7 @@ def test_warmup_goes_on_while_the_heap_grows():
     times = time_steps(heap.step, [0], warmup=2, steps=3, page_faults=lambda: heap.count)
     assert times.warmup_steps == 5          # 2 asked + 3 more: the last warm-up step faulted 10
     assert times.host_page_faults == [7, 0, 0] and heap.calls == 8
+    assert times.total_host_page_faults == 7
     # A step just under the threshold counts as settled.
     heap = FakeHeap([big, big - 1])
     times = time_steps(heap.step, [0], warmup=1, steps=2, page_faults=lambda: heap.count)
@@ -161,6 +162,7 @@ def test_warmup_settling_is_capped_and_off_without_warmup():
     heap = FakeHeap([big] * 3)
     times = time_steps(heap.step, [0], warmup=0, steps=3, page_faults=lambda: heap.count)
     assert times.warmup_steps == 0 and times.host_page_faults == [big] * 3
+    assert StepTimes([0.1], None, 0).total_host_page_faults is None
 
 
 def test_interleaved_runs_share_the_extra_warmup_rounds():

@@ -39,8 +39,8 @@ class Measurement(NamedTuple):
     device_peak_bytes: the backend's peak_bytes_in_use (None on CPU).
     compiler_options: the XLA options the step was compiled with, as
     `zoo.runtime.compiler_options_text` writes them ("" for XLA's defaults).
-    host_page_faults: page faults of the process in each timed step (None
-    where the platform does not count them).
+    host_page_faults: page faults of the process in all the timed steps
+    together (None where the platform does not count them).
     warmup_steps: untimed steps run before the timed ones (`zoo.bench.timing`
     adds some while the host's heap is still growing).
     """
@@ -56,7 +56,7 @@ class Measurement(NamedTuple):
     compiled_memory: dict[str, int] | None
     device_peak_bytes: int | None
     compiler_options: str
-    host_page_faults: list[int] | None
+    host_page_faults: int | None
     warmup_steps: int
 
 
@@ -94,7 +94,7 @@ class Prepared(NamedTuple):
             compiled_memory=self.compiled_memory,
             device_peak_bytes=_device_peak_bytes(self.devices),
             compiler_options=self.compiler_options,
-            host_page_faults=times.host_page_faults,
+            host_page_faults=times.total_host_page_faults,
             warmup_steps=times.warmup_steps,
         )
 
@@ -283,8 +283,7 @@ def fill_row(row: dict[str, Any], result: Measurement) -> None:
         device_peak_bytes=result.device_peak_bytes,
         compiler_options=result.compiler_options,
         warmup_steps=result.warmup_steps,
-        host_page_faults=(None if result.host_page_faults is None
-                          else sum(result.host_page_faults)),
+        host_page_faults=result.host_page_faults,
     )
     if result.compiled_memory is not None:
         row["compiled_total_bytes"] = result.compiled_memory["total"]

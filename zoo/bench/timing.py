@@ -67,6 +67,11 @@ class StepTimes(NamedTuple):
     host_page_faults: list[int] | None
     warmup_steps: int
 
+    @property
+    def total_host_page_faults(self) -> int | None:
+        """Page faults of all the timed steps together (None where not counted)."""
+        return None if self.host_page_faults is None else sum(self.host_page_faults)
+
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
     """`fn()` and the wall seconds it took."""
