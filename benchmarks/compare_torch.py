@@ -18,11 +18,15 @@ interleaved, one step of each in turn (`zoo.bench.timing.time_interleaved`):
 on a shared machine whose speed drifts, timing one framework after the other
 put the drift into their ratio (resnet50 inference on the 2-core VM: 0.82x
 PyTorch eager timed one after the other, 1.00x interleaved, within the
-hour). Ratios compare median steps.
+hour). Ratios compare median steps; against PyTorch eager the table also
+gives the median of the rounds' own ratios with its 95% sign-test interval
+(`zoo.bench.timing.paired_speed_ratio`), which says whether a difference is
+larger than the machine's noise.
 
 Writes zoo.jsonl (Zoo's rows, the zoo.bench schema), torch.jsonl (PyTorch
-rows), comparison.md (also printed): images/s at the median step of each,
-Zoo / PyTorch eager and Zoo / the fastest PyTorch variant.
+rows, with every timed step in step_ms_samples), comparison.md (also
+printed): images/s at the median step of each, Zoo / PyTorch eager and Zoo /
+the fastest PyTorch variant, and the per-round ratio to PyTorch eager.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ from zoo.bench import expand_configs, markdown_table, measure
 from zoo.bench.environment import environment
 from zoo.bench.report import append_jsonl, host_cpu_text
 from zoo.bench.runner import BenchConfig, benchmark_config, record_error
-from zoo.bench.timing import StepTimes, summarize, time_interleaved, timed
+from zoo.bench.timing import (StepTimes, paired_speed_ratio, summarize, time_interleaved,
+                              timed)
 
 VARIANTS = ("eager", "channels_last", "compile")
 
@@ -112,6 +117,7 @@ def prepare_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
         "status": "error", "error": None, "first_step_s": None, "step_ms_mean": None,
         "step_ms_std": None, "step_ms_p50": None, "step_ms_p90": None, "step_ms_p99": None,
         "images_per_s": None, "warmup_steps": None, "host_page_faults": None,
+        "step_ms_samples": [],
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__, "device": str(device),
         "num_threads": torch.get_num_threads(),
@@ -151,7 +157,8 @@ def fill_torch_row(row: dict[str, Any], times: StepTimes | Exception) -> None:
                step_ms_p50=stats.p50_ms, step_ms_p90=stats.p90_ms, step_ms_p99=stats.p99_ms,
                images_per_s=row["batch_size"] / (stats.mean_ms / 1e3),
                warmup_steps=times.warmup_steps,
-               host_page_faults=times.total_host_page_faults)
+               host_page_faults=times.total_host_page_faults,
+               step_ms_samples=[s * 1e3 for s in times.seconds])
 
 
 def compare_config(args: argparse.Namespace, config: BenchConfig, variants: list[str],
@@ -191,11 +198,28 @@ def _median_speed(row: dict[str, Any]) -> float | None:
     return row["batch_size"] / (row["step_ms_p50"] / 1e3)
 
 
+def round_ratio_text(zoo: dict[str, Any], torch_row: dict[str, Any] | None) -> str:
+    """Zoo's speed over a PyTorch variant's, round by round: "median [low-high]"
+    (the 95% sign-test interval, `zoo.bench.timing.paired_speed_ratio`); "-"
+    without both rows' samples (a failed run, rows from before they were kept)."""
+    zoo_ms = zoo.get("step_ms_samples") or []
+    torch_ms = (torch_row or {}).get("step_ms_samples") or []
+    if zoo["status"] != "ok" or not torch_ms or len(zoo_ms) != len(torch_ms):
+        return "-"
+    ratio = paired_speed_ratio(zoo_ms, torch_ms)
+    if ratio.low is None:
+        return f"{ratio.median:.2f}x"
+    return f"{ratio.median:.2f}x [{ratio.low:.2f}-{ratio.high:.2f}]"
+
+
 def comparison_table(zoo_rows: list[dict[str, Any]], torch_rows: list[dict[str, Any]]) -> str:
     """Markdown: per model and mode, images/s at the median step of Zoo and of
-    each PyTorch variant, Zoo / PyTorch eager and Zoo / the fastest variant."""
+    each PyTorch variant, Zoo / PyTorch eager and Zoo / the fastest variant
+    (ratios of median steps), and Zoo / PyTorch eager round by round with its
+    95% interval."""
     header = ["model", "mode", "batch", "size", "dtype", "zoo img/s",
-              *[f"torch {v} img/s" for v in VARIANTS], "zoo / torch eager", "zoo / best torch"]
+              *[f"torch {v} img/s" for v in VARIANTS], "zoo / torch eager", "zoo / best torch",
+              "zoo / torch eager per round [95% CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for z in zoo_rows:
         mine = {r["variant"]: r for r in torch_rows
@@ -210,7 +234,8 @@ def comparison_table(zoo_rows: list[dict[str, Any]], torch_rows: list[dict[str, 
                 if zoo_speed is not None and speeds else "-")
         lines.append("| " + " | ".join([
             z["model"], z["mode"], str(z["batch_size"]), str(z["image_size"]), z["dtype"],
-            "-" if zoo_speed is None else f"{zoo_speed:.1f}", *cells, eager, best]) + " |")
+            "-" if zoo_speed is None else f"{zoo_speed:.1f}", *cells, eager, best,
+            round_ratio_text(z, mine.get("eager"))]) + " |")
     return "\n".join(lines)
 
 
@@ -221,7 +246,10 @@ def write_comparison(out: Path, zoo_rows: list[dict[str, Any]],
     device = (f"Device: {env['device_kind']} x{env['num_devices']}, host CPU {host_cpu_text(env)}, "
               f"jax {env['jax_version']}, torch {first.get('torch_version', '-')} "
               f"({first.get('num_threads', '-')} threads). Steps of Zoo and of each PyTorch "
-              f"variant interleaved (one of each in turn); images/s = batch / median step.")
+              f"variant interleaved (one of each in turn); images/s = batch / median step. "
+              f"Per round: the median over rounds of PyTorch eager's step over Zoo's step in "
+              f"the same round, with its 95% sign-test interval; an interval that holds 1.00x "
+              f"says the two are level within this machine's noise.")
     text = (f"{device}\n\n{comparison_table(zoo_rows, torch_rows)}\n\nZoo rows:\n\n"
             f"{markdown_table(zoo_rows)}\n\nCommand: {command}\n")
     (out / "comparison.md").write_text(text)

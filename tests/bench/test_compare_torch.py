@@ -31,7 +31,27 @@ def test_ratios_use_the_median_step_against_eager_and_the_fastest(compare_torch)
     line = compare_torch.comparison_table([zoo], torch_rows).splitlines()[2]
     cells = [c.strip() for c in line.strip("|").split("|")]
     # zoo 80 img/s at its median step (not 20 from its mean), eager 40, channels-last 160.
-    assert cells[5:] == ["80.0", "40.0", "160.0", "error", "2.00x", "0.50x"]
+    # No per-step samples in these rows (as in results from before they were kept): no round ratio.
+    assert cells[5:] == ["80.0", "40.0", "160.0", "error", "2.00x", "0.50x", "-"]
+
+
+def test_round_ratios_pair_each_zoo_step_with_the_eager_step_of_its_round(compare_torch):
+    # The machine slows down over the run and Zoo is 10% faster in every round but
+    # the first (a slow step); the rows give both median steps as 100 ms.
+    eager_ms = [50.0 + 5 * i for i in range(21)]
+    zoo_ms = [eager_ms[0] * 2] + [t / 1.1 for t in eager_ms[1:]]
+    zoo = {**_row(None, 100.0, 100.0), "image_size": 224, "dtype": "float32",
+           "step_ms_samples": zoo_ms}
+    eager = {**_row("eager", 100.0, 100.0), "step_ms_samples": eager_ms}
+    cells = [c.strip() for c in compare_torch.comparison_table([zoo], [eager])
+             .splitlines()[2].strip("|").split("|")]
+    assert cells[-3] == "1.00x"  # ratio of the medians
+    assert cells[-1] == "1.10x [1.10-1.10]"
+    failed = {**zoo, "status": "error"}
+    assert compare_torch.round_ratio_text(failed, eager) == "-"
+    assert compare_torch.round_ratio_text(zoo, None) == "-"
+    short = {**eager, "step_ms_samples": eager_ms[:5]}
+    assert compare_torch.round_ratio_text({**zoo, "step_ms_samples": zoo_ms[:5]}, short) == "1.10x"
 
 
 def test_one_run_writes_every_report_with_interleaved_steps(compare_torch, tmp_path, monkeypatch):
@@ -55,10 +75,11 @@ def test_one_run_writes_every_report_with_interleaved_steps(compare_torch, tmp_p
     assert [(r["variant"], r["status"]) for r in torch_rows] == [("eager", "ok"),
                                                                  ("channels_last", "ok")]
     assert all(r["first_step_s"] > 0 and r["step_ms_p50"] > 0 for r in torch_rows)
+    assert all(len(r["step_ms_samples"]) == 3 and min(r["step_ms_samples"]) > 0 for r in torch_rows)
     report = (out / "comparison.md").read_text()
     assert "interleaved" in report and zoo["host_cpu"] in report
-    assert re.search(r"\| resnet18 \| infer \| 2 \| 32 \| float32 \|.*\| \d+\.\d\dx \| \d+\.\d\dx \|",
-                     report)
+    assert re.search(r"\| resnet18 \| infer \| 2 \| 32 \| float32 \|.*\| \d+\.\d\dx \| \d+\.\d\dx "
+                     r"\| \d+\.\d\dx \|", report)  # 3 rounds: a round ratio, no interval
 
 
 def test_a_failing_variant_is_an_error_row_and_the_others_are_timed(compare_torch, tmp_path,

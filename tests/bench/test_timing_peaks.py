@@ -4,11 +4,12 @@ import mmap
 
 import numpy as np
 import pytest
+from scipy.stats import binom
 
 from zoo.bench.peaks import lookup_peak, peak_tflops
 from zoo.bench import timing
-from zoo.bench.timing import (StepTimes, flops_from_cost_analysis, percentile, summarize,
-                              time_interleaved, time_steps)
+from zoo.bench.timing import (StepTimes, flops_from_cost_analysis, paired_speed_ratio,
+                              percentile, summarize, time_interleaved, time_steps)
 
 SAMPLES = [
     [5.0],
@@ -53,6 +54,52 @@ def test_summarize_matches_numpy_in_milliseconds(samples):
 
 def test_summarize_one_sample_has_zero_std():
     assert summarize([0.002]).std_ms == 0.0
+
+
+def test_paired_speed_ratio_is_the_median_round_ratio_with_the_sign_test_interval():
+    baseline = [1.0 + i / 100 for i in range(20)]  # the candidate takes 1 s each round
+    ratio = paired_speed_ratio([1.0] * 20, baseline[::-1])
+    assert ratio.rounds == 20 and ratio.median == pytest.approx(1.095)
+    # 20 rounds at 95%: drop 5 ratios at each end, [r_6, r_15], coverage 1 - 2 P(X <= 5).
+    assert (ratio.low, ratio.high) == (pytest.approx(1.05), pytest.approx(1.14))
+    assert ratio.confidence == pytest.approx(1 - 2 * binom.cdf(5, 20, 0.5))
+    # The next order statistic in would fall below 95%.
+    assert 1 - 2 * binom.cdf(6, 20, 0.5) < 0.95 <= ratio.confidence
+    # Each round is its own pair: the candidate faster in round 0 only.
+    assert paired_speed_ratio([1.0, 2.0], [2.0, 1.0]).median == pytest.approx(1.25)
+
+
+@pytest.mark.parametrize("rounds", [6, 7, 10, 15, 40])
+def test_paired_speed_ratio_interval_is_the_widest_cut_that_keeps_the_level(rounds):
+    ratio = paired_speed_ratio([1.0] * rounds, [1.0 + i for i in range(rounds)])
+    k = int(ratio.low)  # the ratios are 1..n, so r_k = k
+    assert ratio.high == rounds + 1 - k
+    assert ratio.confidence == pytest.approx(1 - 2 * binom.cdf(k - 1, rounds, 0.5))
+    assert ratio.confidence >= 0.95 > 1 - 2 * binom.cdf(k, rounds, 0.5)
+
+
+def test_paired_speed_ratio_interval_covers_the_true_median_as_often_as_it_says():
+    rng = np.random.default_rng(0)
+    trials, covered = 2000, 0
+    for _ in range(trials):
+        candidate = rng.lognormal(0.0, 0.05, size=20)
+        baseline = candidate * 1.1 * rng.lognormal(0.0, 0.03, size=20)  # true median ratio 1.1
+        ratio = paired_speed_ratio(candidate, baseline)
+        covered += ratio.low <= 1.1 <= ratio.high
+    assert covered / trials == pytest.approx(ratio.confidence, abs=0.015)
+
+
+def test_paired_speed_ratio_without_an_interval_or_with_bad_input():
+    few = paired_speed_ratio([1.0] * 5, [2.0] * 5)  # 2 P(X = 0) = 1/16 > 5%: no interval
+    assert (few.median, few.low, few.high, few.confidence) == (2.0, None, None, None)
+    with pytest.raises(ValueError, match="one candidate step per baseline step, got 3 and 2"):
+        paired_speed_ratio([1.0] * 3, [1.0] * 2)
+    with pytest.raises(ValueError, match="no steps"):
+        paired_speed_ratio([], [])
+    with pytest.raises(ValueError, match="positive"):
+        paired_speed_ratio([1.0, 0.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got 95"):
+        paired_speed_ratio([1.0], [1.0], confidence=95)
 
 
 def test_time_steps_excludes_warmup_and_rotates_inputs():
