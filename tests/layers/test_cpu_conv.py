@@ -112,8 +112,8 @@ def test_dense_training_step_keeps_patches_below_the_limit(limit, xla_convs, mon
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the CPU forms' HLO")
 @pytest.mark.parametrize("size,stride,xla_convs", [
-    (28, 1, 3),    # stride 1, 28x28 output: XLA's conv, its input and kernel gradients
-    (27, 1, 0),    # 27x27 output: dense_conv, all dots from the kept patches
+    (14, 1, 3),    # stride 1, 14x14 output: XLA's conv, its input and kernel gradients
+    (13, 1, 0),    # 13x13 output: dense_conv, all dots from the kept patches
     (56, 2, 0),    # stride 2, 28x28 output: dense_conv
 ])
 def test_large_stride_1_convs_train_through_xla_and_its_gradients(size, stride, xla_convs):

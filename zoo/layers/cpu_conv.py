@@ -10,7 +10,7 @@ XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13 and 1
 | depthwise (`groups == channels`) | `shifted_depthwise_conv` (zoo.layers.depthwise) | XLA's grouped-conv loop is 25x slower |
 | 1x1, groups 1, no padding | a matrix product, `pointwise_conv` | XLA's 1x1 kernel gradient is ~8x slower than a dot |
 | patchify (kernel = stride, no padding: ViT, ConvNeXt stem and downsampling) | a matrix product over non-overlapping patches, `patchify_conv` | |
-| dense (groups 1), stride 1, no dilation, output of at least 28x28 | XLA's conv and its own gradients | with Zoo's compile options (zoo.runtime: Eigen's convolutions, not YNNPACK's) these beat `dense_conv` in training: resnet50 step 1387 -> 1303 ms, resnet18 767 -> 646, vgg11 2453 -> 2105 |
+| dense (groups 1), stride 1, no dilation, output of at least 14x14 | XLA's conv and its own gradients | with Zoo's compile options (zoo.runtime: Eigen's convolutions, not YNNPACK's) these beat `dense_conv` in training: resnet50 step 1387 -> 1303 ms, resnet18 767 -> 646, vgg11 2453 -> 2105 (28x28 and up); from 14x14, resnet50 2%, resnet18 4%, inception_v3 3% more |
 | other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as one dot; in training, where the im2col patches are small enough to keep, all three from the patches | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 192 -> 42 ms; 3x3 at 7x7x512: 23 -> 13 ms); building the patches once saves a pass (3x3 at 56x56x64, forward + backward: 75 -> 56 ms) |
 | grouped (1 < groups < channels: ResNeXt), output of at least 28x28, or 14x14 at stride 1 | `supergroup_conv`: dense convs (XLA's, gradients included) over super-groups of about SUPERGROUP_CHANNELS input channels, with block-diagonal kernels | XLA's grouped conv runs a generic loop: ResNeXt's 3x3 at 56x56x128, 32 groups, forward + backward 166 -> 32 ms despite 8x the multiply-adds |
 | other grouped | `grouped_conv`: XLA's conv forward and input gradient, the kernel gradient as group-batched dots per tap | XLA's grouped kernel-gradient conv: 7.8 s for one ResNeXt layer |
@@ -54,15 +54,19 @@ SMALL_OUTPUT_PIXELS = 49
 # 607 -> 641 ms, so it stays out (benchmarks/NOTES.md, entry 7).
 KEPT_PATCHES_LIMIT = 1 << 25
 
-# Stride-1 convolutions with outputs of at least this many pixels (28x28) are
+# Stride-1 convolutions with outputs of at least this many pixels (14x14) are
 # XLA's own, gradients included. With zoo.runtime's compile options XLA runs
 # them, and their transposes, in Eigen's kernels on both cores; forward +
 # backward at batch 8 (3x3, interleaved): 56x56x64 61.6 -> 51.1 ms, 28x28x128
-# 70.3 -> 64.1 ms, while at 14x14x256 the two tie and from 7x7 or with stride
-# 2 `dense_conv` stays ahead (benchmarks/NOTES.md, entry 13). Measured with
-# those options, which every step Zoo compiles has on CPU; without them
+# 70.3 -> 64.1 ms, 14x14x256 35.5 -> 33.5 ms, while at 7x7 or with stride 2
+# `dense_conv` stays ahead (benchmarks/NOTES.md, entry 13). Whole training
+# steps, 14x14 against the earlier 28x28 limit, steps alternated (speed-up
+# per round, median and 95% interval; entry 17): resnet50 1.020 [1.007, 1.028],
+# resnet18 1.038 [1.004, 1.052], inception_v3 1.029 [1.015, 1.079]; densenet121,
+# googlenet and vgg11 within noise; inference unchanged. Measured with those
+# options, which every step Zoo compiles has on CPU; without them
 # (ZOO_XLA_DEFAULTS=1) YNNPACK runs these convolutions, unmeasured.
-XLA_CONV_MIN_PIXELS = 28 * 28
+XLA_CONV_MIN_PIXELS = 14 * 14
 
 # Grouped convolutions with outputs of at least SUPERGROUP_MIN_PIXELS, or of
 # SUPERGROUP_MIN_PIXELS_STRIDE_1 at stride 1, are dense convolutions over
