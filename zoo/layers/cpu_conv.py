@@ -3,7 +3,7 @@
 Pass `conv_general_dilated=conv_general_dilated` (this module's) to `nn.Conv`.
 Parameters, shapes and results are those of `lax.conv_general_dilated`; when
 the computation is lowered for CPU, NHWC/HWIO convolutions take a form that
-XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13 and 14):
+XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13, 14 and 17):
 
 | convolution | on CPU | why |
 |---|---|---|
