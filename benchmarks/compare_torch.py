@@ -117,6 +117,7 @@ def prepare_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
         "status": "error", "error": None, "first_step_s": None, "step_ms_mean": None,
         "step_ms_std": None, "step_ms_p50": None, "step_ms_p90": None, "step_ms_p99": None,
         "images_per_s": None, "warmup_steps": None, "host_page_faults": None,
+        "host_context_switches": None,
         "step_ms_samples": [],
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__, "device": str(device),
@@ -158,6 +159,7 @@ def fill_torch_row(row: dict[str, Any], times: StepTimes | Exception) -> None:
                images_per_s=row["batch_size"] / (stats.mean_ms / 1e3),
                warmup_steps=times.warmup_steps,
                host_page_faults=times.total_host_page_faults,
+               host_context_switches=times.total_context_switches,
                step_ms_samples=[s * 1e3 for s in times.seconds])
 
 

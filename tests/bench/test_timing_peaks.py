@@ -1,6 +1,7 @@
 """Percentiles, step statistics, cost-analysis parsing and the peak table."""
 
 import mmap
+import time
 
 import numpy as np
 import pytest
@@ -230,6 +231,30 @@ def test_interleaved_runs_share_the_extra_warmup_rounds():
                                page_faults=lambda: counter[0])
     assert results["a"].warmup_steps == results["b"].warmup_steps == 3
     assert calls == {"a": 5, "b": 5}
+
+
+def test_context_switches_are_counted_per_timed_step():
+    counter = [0]
+
+    def step(x):
+        counter[0] += 10 if x == "slow" else 1   # "slow" blocks and is woken 10 times
+        return np.zeros(1)
+
+    times = time_steps(step, ["fast", "slow"], warmup=1, steps=3, page_faults=lambda: 0,
+                       context_switches=lambda: counter[0])
+    # Warm-up ran "fast"; the timed steps "slow", "fast", "slow".
+    assert times.context_switches == [10, 1, 10] and times.total_context_switches == 21
+    uncounted = time_steps(step, ["fast"], warmup=0, steps=2, context_switches=lambda: None)
+    assert uncounted.context_switches is None and uncounted.total_context_switches is None
+
+
+def test_host_context_switches_counts_a_thread_that_blocks():
+    if timing.host_context_switches() is None:
+        pytest.skip("this platform does not count context switches")
+    before = timing.host_context_switches()
+    for _ in range(5):
+        time.sleep(0.002)   # the thread blocks: one voluntary switch each
+    assert timing.host_context_switches() - before >= 5
 
 
 def test_host_page_faults_counts_fresh_memory_touched():

@@ -43,6 +43,8 @@ class Measurement(NamedTuple):
     together (None where the platform does not count them).
     warmup_steps: untimed steps run before the timed ones (`zoo.bench.timing`
     adds some while the host's heap is still growing).
+    host_context_switches: context switches of the process in all the timed
+    steps together (None where not counted).
     """
 
     params: int
@@ -58,6 +60,7 @@ class Measurement(NamedTuple):
     compiler_options: str
     host_page_faults: int | None
     warmup_steps: int
+    host_context_switches: int | None = None
 
 
 class Prepared(NamedTuple):
@@ -96,6 +99,7 @@ class Prepared(NamedTuple):
             compiler_options=self.compiler_options,
             host_page_faults=times.total_host_page_faults,
             warmup_steps=times.warmup_steps,
+            host_context_switches=times.total_context_switches,
         )
 
 
@@ -284,6 +288,7 @@ def fill_row(row: dict[str, Any], result: Measurement) -> None:
         compiler_options=result.compiler_options,
         warmup_steps=result.warmup_steps,
         host_page_faults=result.host_page_faults,
+        host_context_switches=result.host_context_switches,
     )
     if result.compiled_memory is not None:
         row["compiled_total_bytes"] = result.compiled_memory["total"]

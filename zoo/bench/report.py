@@ -50,6 +50,7 @@ ROW_SCHEMA: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("peak_tflops_per_device", (float, type(None)), "dense peak used for MFU (table or --peak-tflops)"),
     ("mfu", (float, type(None)), "achieved / (peak x devices); None where the peak is unknown"),
     ("host_page_faults", (int, type(None)), "process page faults in the timed steps (fresh host memory)"),
+    ("host_context_switches", (int, type(None)), "process context switches in the timed steps (threads that blocked and were woken, or were preempted)"),
     ("device_peak_bytes", (int, type(None)), "backend peak_bytes_in_use, process high-water mark; None on CPU"),
     ("compiled_total_bytes", (int, type(None)), "XLA memory_analysis per device: args + outputs - aliased + temps + code"),
     ("compiled_temp_bytes", (int, type(None)), "XLA memory_analysis per device: temporaries (activations)"),

@@ -54,6 +54,23 @@ def host_page_faults() -> int | None:
     return usage.ru_minflt + usage.ru_majflt
 
 
+def host_context_switches() -> int | None:
+    """Context switches (voluntary + involuntary) of this process so far, all
+    its threads; None where the platform does not count them.
+
+    A thread blocks (a voluntary switch) when it waits for work or for another
+    thread: XLA's CPU thread pool and the caller waiting on it block ~75 times
+    in an efficientnet_b0 inference step on the 2-core VM, and ~125 times in
+    the steps of an episode when the whole machine slowed (benchmarks/NOTES.md,
+    entry 17)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
 class StepTimes(NamedTuple):
     """The timed steps of one run.
 
@@ -61,16 +78,24 @@ class StepTimes(NamedTuple):
     host_page_faults: page faults of the process during each timed step (None
       where the platform does not count them).
     warmup_steps: untimed steps run before them (at least the `warmup` asked for).
+    context_switches: context switches of the process during each timed step
+      (None where not counted).
     """
 
     seconds: list[float]
     host_page_faults: list[int] | None
     warmup_steps: int
+    context_switches: list[int] | None = None
 
     @property
     def total_host_page_faults(self) -> int | None:
         """Page faults of all the timed steps together (None where not counted)."""
         return None if self.host_page_faults is None else sum(self.host_page_faults)
+
+    @property
+    def total_context_switches(self) -> int | None:
+        """Context switches of all the timed steps together (None where not counted)."""
+        return None if self.context_switches is None else sum(self.context_switches)
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
@@ -83,6 +108,7 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
 def time_steps(
     step: Callable[[Any], Any], inputs: Sequence[Any], *, warmup: int, steps: int,
     page_faults: Callable[[], int | None] = host_page_faults,
+    context_switches: Callable[[], int | None] = host_context_switches,
 ) -> StepTimes:
     """Wall seconds of each of `steps` timed calls of `step`, after `warmup` or more
     untimed ones (see `time_interleaved` for when there are more).
@@ -94,12 +120,14 @@ def time_steps(
       warmup: untimed calls first (autotuning, allocator growth, page faults).
       steps: timed calls.
       page_faults: the process's page-fault counter (tests pass a fake one).
+      context_switches: the process's context-switch counter (likewise).
     """
     if not inputs:
         raise ValueError("time_steps needs at least one input buffer")
     # One run interleaved with nothing: the same loop, and its error re-raised.
     (times,) = time_interleaved({"step": (step, inputs)}, warmup=warmup, steps=steps,
-                                page_faults=page_faults).values()
+                                page_faults=page_faults,
+                                context_switches=context_switches).values()
     if isinstance(times, Exception):
         raise times
     return times
@@ -108,6 +136,7 @@ def time_steps(
 def time_interleaved(
     runs: Mapping[str, tuple[Callable[[Any], Any], Sequence[Any]]], *, warmup: int, steps: int,
     page_faults: Callable[[], int | None] = host_page_faults,
+    context_switches: Callable[[], int | None] = host_context_switches,
 ) -> dict[str, StepTimes | Exception]:
     """Times several (step, inputs) pairs against each other, one step of each in turn.
 
@@ -127,7 +156,9 @@ def time_interleaved(
     instead of 1.3 s in such steps). `warmup=0` times from the first step.
 
     A run whose step raises leaves the rotation, its exception returned in
-    place of its samples; the others go on.
+    place of its samples; the others go on. Each timed step's page faults and
+    context switches are counted too: a step that blocked and was woken far
+    more often than its neighbours ran while the machine was disturbed.
 
     Returns:
       name -> its `StepTimes` (`steps` timed steps), or the exception it raised.
@@ -139,12 +170,17 @@ def time_interleaved(
             raise ValueError(f"time_interleaved: run {name!r} has no input buffer")
     unsettled_pages = SETTLED_PAGE_FAULT_BYTES // mmap.PAGESIZE
     counts_faults = page_faults() is not None
+    counts_switches = context_switches() is not None
 
     def faults_now() -> int:
         return (page_faults() or 0) if counts_faults else 0
 
+    def switches_now() -> int:
+        return (context_switches() or 0) if counts_switches else 0
+
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     faults: dict[str, list[int]] = {name: [] for name in runs}
+    switches: dict[str, list[int]] = {name: [] for name in runs}
     failed: dict[str, Exception] = {}
     names = list(runs)
     warmup_rounds, round_index = warmup, 0
@@ -158,17 +194,19 @@ def time_interleaved(
             step, inputs = runs[name]
             batch = inputs[round_index % len(inputs)]
             try:
-                faults_before = faults_now()
+                faults_before, switches_before = faults_now(), switches_now()
                 start = time.perf_counter()
                 jax.block_until_ready(step(batch))
                 elapsed = time.perf_counter() - start
                 step_faults = faults_now() - faults_before
+                step_switches = switches_now() - switches_before
             except Exception as error:  # noqa: BLE001 - a failing run leaves, the others go on
                 failed[name] = error
                 continue
             if timing:
                 seconds[name].append(elapsed)
                 faults[name].append(step_faults)
+                switches[name].append(step_switches)
             elif step_faults >= unsettled_pages:
                 settled = False
         if (not timing and not settled and round_index == warmup_rounds - 1
@@ -176,7 +214,8 @@ def time_interleaved(
             warmup_rounds += 1
         round_index += 1
     return {name: failed[name] if name in failed else
-            StepTimes(seconds[name], faults[name] if counts_faults else None, warmup_rounds)
+            StepTimes(seconds[name], faults[name] if counts_faults else None, warmup_rounds,
+                      switches[name] if counts_switches else None)
             for name in names}
 
 
