@@ -40,18 +40,23 @@ SETTLED_PAGE_FAULT_BYTES = 64 << 20
 MAX_SETTLE_ROUNDS = 10
 
 
+def _self_rusage() -> Any | None:
+    """`resource.getrusage(RUSAGE_SELF)` (all threads), or None without `resource`."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF)
+
+
 def host_page_faults() -> int | None:
     """Page faults (minor + major) of this process so far, all its threads;
     None where the platform does not count them (no `resource` module).
 
     A fault that maps a transparent huge page counts once, so for memory in
     huge pages this undercounts the bytes touched."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_minflt + usage.ru_majflt
+    usage = _self_rusage()
+    return None if usage is None else usage.ru_minflt + usage.ru_majflt
 
 
 def host_context_switches() -> int | None:
@@ -63,12 +68,8 @@ def host_context_switches() -> int | None:
     in an efficientnet_b0 inference step on the 2-core VM, and ~125 times in
     the steps of an episode when the whole machine slowed (benchmarks/NOTES.md,
     entry 17)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_nvcsw + usage.ru_nivcsw
+    usage = _self_rusage()
+    return None if usage is None else usage.ru_nvcsw + usage.ru_nivcsw
 
 
 class StepTimes(NamedTuple):
@@ -158,7 +159,8 @@ def time_interleaved(
     A run whose step raises leaves the rotation, its exception returned in
     place of its samples; the others go on. Each timed step's page faults and
     context switches are counted too: a step that blocked and was woken far
-    more often than its neighbours ran while the machine was disturbed.
+    more often than its neighbours may have run while the machine was
+    disturbed (benchmarks/NOTES.md, entry 17).
 
     Returns:
       name -> its `StepTimes` (`steps` timed steps), or the exception it raised.
