@@ -53,8 +53,7 @@ from zoo.bench import expand_configs, markdown_table, measure
 from zoo.bench.environment import environment
 from zoo.bench.report import append_jsonl, host_cpu_text
 from zoo.bench.runner import BenchConfig, benchmark_config, record_error
-from zoo.bench.timing import (StepTimes, paired_speed_ratio, summarize, time_interleaved,
-                              timed)
+from zoo.bench.timing import StepTimes, paired_speed_ratio, time_interleaved, timed
 
 VARIANTS = ("eager", "channels_last", "compile")
 
@@ -153,14 +152,7 @@ def fill_torch_row(row: dict[str, Any], times: StepTimes | Exception) -> None:
     if isinstance(times, Exception):
         record_error(row, times)
         return
-    stats = summarize(times.seconds)
-    row.update(status="ok", step_ms_mean=stats.mean_ms, step_ms_std=stats.std_ms,
-               step_ms_p50=stats.p50_ms, step_ms_p90=stats.p90_ms, step_ms_p99=stats.p99_ms,
-               images_per_s=row["batch_size"] / (stats.mean_ms / 1e3),
-               warmup_steps=times.warmup_steps,
-               host_page_faults=times.total_host_page_faults,
-               host_context_switches=times.total_context_switches,
-               step_ms_samples=[s * 1e3 for s in times.seconds])
+    row.update(status="ok", **measure.step_fields(times, row["batch_size"]))
 
 
 def compare_config(args: argparse.Namespace, config: BenchConfig, variants: list[str],

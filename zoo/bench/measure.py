@@ -39,12 +39,8 @@ class Measurement(NamedTuple):
     device_peak_bytes: the backend's peak_bytes_in_use (None on CPU).
     compiler_options: the XLA options the step was compiled with, as
     `zoo.runtime.compiler_options_text` writes them ("" for XLA's defaults).
-    host_page_faults: page faults of the process in all the timed steps
-    together (None where the platform does not count them).
-    warmup_steps: untimed steps run before the timed ones (`zoo.bench.timing`
-    adds some while the host's heap is still growing).
-    host_context_switches: context switches of the process in all the timed
-    steps together (None where not counted).
+    times: the timed steps (`zoo.bench.timing.StepTimes`: seconds, page faults
+    and context switches of each, and the warm-up steps that ran first).
     """
 
     params: int
@@ -54,13 +50,10 @@ class Measurement(NamedTuple):
     lower_s: float
     compile_s: float
     flops_per_device_step: float | None
-    samples_s: list[float]
+    times: StepTimes
     compiled_memory: dict[str, int] | None
     device_peak_bytes: int | None
     compiler_options: str
-    host_page_faults: int | None
-    warmup_steps: int
-    host_context_switches: int | None = None
 
 
 class Prepared(NamedTuple):
@@ -93,13 +86,10 @@ class Prepared(NamedTuple):
             lower_s=self.lower_s,
             compile_s=self.compile_s,
             flops_per_device_step=self.flops_per_device_step,
-            samples_s=times.seconds,
+            times=times,
             compiled_memory=self.compiled_memory,
             device_peak_bytes=_device_peak_bytes(self.devices),
             compiler_options=self.compiler_options,
-            host_page_faults=times.total_host_page_faults,
-            warmup_steps=times.warmup_steps,
-            host_context_switches=times.total_context_switches,
         )
 
 
@@ -267,9 +257,26 @@ def measure(config: BenchConfig) -> Measurement:
     return prepared.measurement(times)
 
 
+def step_fields(times: StepTimes, batch_size: int) -> dict[str, Any]:
+    """The row fields of a run's timed steps, the same for Zoo's rows and for
+    benchmarks/compare_torch.py's PyTorch rows: step-time statistics (ms),
+    images/s at the mean step, every step (ms), the warm-up steps that ran,
+    and the process's page faults and context switches in the timed steps."""
+    stats = summarize(times.seconds)
+    return dict(
+        step_ms_mean=stats.mean_ms, step_ms_std=stats.std_ms,
+        step_ms_p50=stats.p50_ms, step_ms_p90=stats.p90_ms, step_ms_p99=stats.p99_ms,
+        images_per_s=batch_size / (stats.mean_ms / 1e3),
+        step_ms_samples=[s * 1e3 for s in times.seconds],
+        warmup_steps=times.warmup_steps,
+        host_page_faults=times.total_host_page_faults,
+        host_context_switches=times.total_context_switches,
+    )
+
+
 def fill_row(row: dict[str, Any], result: Measurement) -> None:
     """Writes `result` and the numbers derived from it into `row` (status "ok")."""
-    stats = summarize(result.samples_s)
+    stats = summarize(result.times.seconds)
     batch = row["batch_size"]
     per_device_batch = batch / result.devices_used
     row.update(
@@ -279,16 +286,10 @@ def fill_row(row: dict[str, Any], result: Measurement) -> None:
         num_devices_used=result.devices_used,
         lower_s=result.lower_s,
         compile_s=result.compile_s,
-        step_ms_mean=stats.mean_ms, step_ms_std=stats.std_ms,
-        step_ms_p50=stats.p50_ms, step_ms_p90=stats.p90_ms, step_ms_p99=stats.p99_ms,
+        **step_fields(result.times, batch),
         step_ms_min=stats.min_ms, step_ms_max=stats.max_ms,
-        images_per_s=batch / (stats.mean_ms / 1e3),
-        step_ms_samples=[s * 1e3 for s in result.samples_s],
         device_peak_bytes=result.device_peak_bytes,
         compiler_options=result.compiler_options,
-        warmup_steps=result.warmup_steps,
-        host_page_faults=result.host_page_faults,
-        host_context_switches=result.host_context_switches,
     )
     if result.compiled_memory is not None:
         row["compiled_total_bytes"] = result.compiled_memory["total"]
