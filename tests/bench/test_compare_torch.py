@@ -76,6 +76,10 @@ def test_one_run_writes_every_report_with_interleaved_steps(compare_torch, tmp_p
                                                                  ("channels_last", "ok")]
     assert all(r["first_step_s"] > 0 and r["step_ms_p50"] > 0 for r in torch_rows)
     assert all(len(r["step_ms_samples"]) == 3 and min(r["step_ms_samples"]) > 0 for r in torch_rows)
+    # The same step-time fields as Zoo's rows, fastest and slowest step included.
+    for r in (zoo, *torch_rows):
+        assert r["step_ms_min"] == pytest.approx(min(r["step_ms_samples"]))
+        assert r["step_ms_max"] == pytest.approx(max(r["step_ms_samples"]))
     # Counted per timed step on Linux (getrusage), for Zoo and PyTorch alike.
     assert all(isinstance(r["host_context_switches"], int) and r["host_context_switches"] >= 0
                for r in (zoo, *torch_rows))

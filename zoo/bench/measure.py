@@ -259,13 +259,15 @@ def measure(config: BenchConfig) -> Measurement:
 
 def step_fields(times: StepTimes, batch_size: int) -> dict[str, Any]:
     """The row fields of a run's timed steps, the same for Zoo's rows and for
-    benchmarks/compare_torch.py's PyTorch rows: step-time statistics (ms),
+    benchmarks/compare_torch.py's PyTorch rows: step-time statistics (ms:
+    mean, spread, percentiles, fastest and slowest),
     images/s at the mean step, every step (ms), the warm-up steps that ran,
     and the process's page faults and context switches in the timed steps."""
     stats = summarize(times.seconds)
     return dict(
         step_ms_mean=stats.mean_ms, step_ms_std=stats.std_ms,
         step_ms_p50=stats.p50_ms, step_ms_p90=stats.p90_ms, step_ms_p99=stats.p99_ms,
+        step_ms_min=stats.min_ms, step_ms_max=stats.max_ms,
         images_per_s=batch_size / (stats.mean_ms / 1e3),
         step_ms_samples=[s * 1e3 for s in times.seconds],
         warmup_steps=times.warmup_steps,
@@ -287,7 +289,6 @@ def fill_row(row: dict[str, Any], result: Measurement) -> None:
         lower_s=result.lower_s,
         compile_s=result.compile_s,
         **step_fields(result.times, batch),
-        step_ms_min=stats.min_ms, step_ms_max=stats.max_ms,
         device_peak_bytes=result.device_peak_bytes,
         compiler_options=result.compiler_options,
     )
