@@ -1,4 +1,4 @@
-"""library_fusion_fence: an exact identity, kept on CPU, absent elsewhere."""
+"""The fences of zoo.layers.fusion_fence: exact identities, kept on CPU, absent elsewhere."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zoo.layers.fusion_fence import (cpu_library_fusion_fence, library_fusion_fence,
-                                     loop_fusion_barrier)
+                                     loop_fusion_barrier, recompute_fence)
 from zoo.layers.mlp import gelu
 
 EDGE_VALUES = [0.0, -0.0, 1e-45, 1.2e-38, 3.4e38, 1.0 + 2.0 ** -23, -7.25, np.inf, -np.inf]
@@ -61,3 +61,90 @@ def test_loop_fusion_barrier_survives_cpu_compilation():
     x = jax.ShapeDtypeStruct((4, 8), jnp.float32)
     padded = lambda x: loop_fusion_barrier(jnp.pad(x, 1) * 2.0)[0]  # noqa: E731
     assert "conditional(" in jax.jit(padded).lower(x).compile().as_text()
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_recompute_fence_returns_every_bit_and_gradient_unchanged(dtype):
+    normal = [v for v in EDGE_VALUES if not 0 < abs(v) < np.finfo(np.float32).tiny]
+    values = jnp.asarray(normal + [np.nan], jnp.float32).astype(dtype)
+    anchor = jnp.asarray([[-3.5, 2.0]], jnp.float32)
+    fenced = jax.jit(recompute_fence)(values, anchor)
+    assert fenced.dtype == values.dtype
+    np.testing.assert_array_equal(np.asarray(fenced).view(np.uint8),
+                                  np.asarray(values).view(np.uint8))
+    # Subnormals flush to zero, as in XLA's own CPU arithmetic (a ReLU's too),
+    # so a fenced ReLU output is every bit the ReLU output.
+    subnormal = jnp.asarray([1e-45, -3e-39], jnp.float32)
+    relu = jax.jit(jax.nn.relu)(subnormal)
+    np.testing.assert_array_equal(np.asarray(jax.jit(recompute_fence)(relu, anchor)),
+                                  np.asarray(relu))
+    weights = jnp.linspace(-2.0, 3.0, values.size).astype(dtype)
+    x_grad, anchor_grad = jax.jit(jax.grad(
+        lambda x, a: jnp.sum(recompute_fence(x, a) * weights).astype(jnp.float32),
+        argnums=(0, 1)))(jnp.where(jnp.isfinite(values), values, 0), anchor)
+    np.testing.assert_array_equal(np.asarray(x_grad).view(np.uint8),
+                                  np.asarray(weights).view(np.uint8))
+    assert not anchor_grad.any()  # the anchor only supplies a 1.0: no gradient flows to it
+
+
+def test_recompute_fence_bad_input():
+    with pytest.raises(TypeError, match="floating-point"):
+        recompute_fence(jnp.arange(3), jnp.ones(2))
+    # A diverged anchor (documented): the result is NaN, not silently wrong.
+    assert bool(jnp.isnan(jax.jit(recompute_fence)(jnp.ones(3), jnp.asarray([np.inf]))).all())
+
+
+def _residual_chain(fence: bool, blocks: int = 4):
+    def loss(kernels, x):
+        for kernel in kernels:
+            x = jax.nn.relu((x @ kernel) * 0.5 + x)
+            if fence:
+                x = recompute_fence(x, kernel)
+        return x.sum()
+    return loss
+
+
+def test_recompute_fence_stops_xla_recomputing_a_residual_stream():
+    # Differentiated, XLA's CPU backend fuses every earlier block's ReLU into
+    # the later blocks' loops (13 maximums for 4 blocks in jaxlib 0.10.2); with
+    # the fence each block's output is computed once. When XLA stops
+    # duplicating, the first assertion fails and ResNet's fence can go.
+    blocks = 4
+    kernels = [jnp.full((16, 16), 0.01 * (i + 1), jnp.float32) for i in range(blocks)]
+    x = jnp.ones((32, 16), jnp.float32)
+    maximums = {}
+    for fence in (False, True):
+        program = jax.jit(jax.grad(_residual_chain(fence, blocks))).lower(kernels, x).compile()
+        maximums[fence] = program.as_text().count(" maximum(")
+    assert maximums[False] > blocks
+    assert maximums[True] <= blocks
+    # Same gradients either way.
+    plain, fenced = (jax.jit(jax.grad(_residual_chain(f, blocks)))(kernels, x) for f in (False, True))
+    for a, b in zip(plain, fenced):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+
+
+def test_recompute_fence_is_in_the_cpu_program_only():
+    x, anchor = jnp.ones((4, 8), jnp.float32), jnp.ones((3, 3), jnp.float32)
+    gpu = jax.export.export(jax.jit(recompute_fence), platforms=["cuda"])(x, anchor).mlir_module()
+    assert "divide" not in gpu
+    assert " divide(" in jax.jit(recompute_fence).lower(x, anchor).compile().as_text()
+
+
+def test_recompute_fence_keeps_data_parallel_training_local():
+    # The anchor is a replicated kernel: under jit over a mesh no device has to
+    # fetch an element of a batch-sharded activation from another.
+    devices = jax.devices()
+    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+    batch_sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    x = jax.ShapeDtypeStruct((4 * len(devices), 16), jnp.float32, sharding=batch_sharded)
+    kernels = [jax.ShapeDtypeStruct((16, 16), jnp.float32, sharding=replicated)] * 3
+    programs = [jax.jit(jax.grad(_residual_chain(fence, 3)), out_shardings=replicated)
+                .lower(kernels, x).compile().as_text() for fence in (False, True)]
+    assert " divide(" in programs[1]
+    # The kernel gradients' one all-reduce, no more (an activation as anchor
+    # added an all-reduce per block to fetch its element); nothing gathered.
+    assert programs[1].count(" all-reduce(") == programs[0].count(" all-reduce(")
+    for collective in ("all-gather", "collective-permute", "all-to-all"):
+        assert collective not in programs[1], collective

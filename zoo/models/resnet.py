@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.layers.conv_bn_act import ConvBNAct
+from zoo.layers.fusion_fence import recompute_fence
 from zoo.layers.make_divisible import make_divisible
 from zoo.layers.pooling import global_avg_pool, max_pool
 from zoo.layers.squeeze_excite import SqueezeExcite
@@ -104,7 +105,13 @@ class ResidualBlock(nn.Module):
         if self.strides != 1 or x.shape[-1] != out_channels:
             shortcut = conv(out_channels, 1, self.strides, act=None,
                             name="downsample")(x, train=train)
-        return nn.relu(y + shortcut)
+        out = nn.relu(y + shortcut)
+        if train:
+            # Written once: XLA's CPU backend would otherwise recompute every
+            # earlier block of the stage inside this block's fusions, forward
+            # and backward (resnet50 training 1.027x; benchmarks/NOTES.md, entry 18).
+            out = recompute_fence(out, self.variables["params"]["conv1"]["conv"]["kernel"])
+        return out
 
 
 class ResNetStage(nn.Module):
