@@ -77,8 +77,9 @@ def loop_fusion_barrier(*arrays: jax.Array,
 
 
 def recompute_fence(x: jax.Array, anchor: jax.Array) -> jax.Array:
-    """x unchanged, bit for bit, as a value XLA's CPU backend writes once and
-    every consumer reads, instead of recomputing it inside each consumer's loop.
+    """x unchanged (bit for bit but subnormals, below), as a value XLA's CPU
+    backend writes once and every consumer reads, instead of recomputing it
+    inside each consumer's loop.
 
     XLA duplicates a cheap element-wise producer into every loop fusion that
     reads it. Along a residual stream the producer of a block's input is such
@@ -90,9 +91,8 @@ def recompute_fence(x: jax.Array, anchor: jax.Array) -> jax.Array:
     a runtime 1.0 that XLA cannot fold, the first element of `anchor` times 0
     plus 1. x / 1 is x exactly, and so is the gradient (the cotangent / 1),
     but for subnormals, which XLA's CPU arithmetic (a ReLU's too) flushes to
-    zero anyway.
-    Unlike `loop_fusion_barrier` it costs no copy: the division runs inside
-    the loop that writes x.
+    zero anyway. Unlike `loop_fusion_barrier` it costs no copy: the division
+    runs inside the loop that writes x.
 
     Args:
       x: a floating-point array.
