@@ -6,5 +6,6 @@ conv_bn_act, validation, make_divisible, drop_path, pooling, squeeze_excite,
 mlp, attention, layer_scale, depthwise (a CPU-fast depthwise convolution),
 cpu_conv (CPU-fast convolutions), dense (a dot_general for nn.Dense on tokens),
 batch_norm (nn.BatchNorm with a hand-written training gradient), fusion_fence
-(an exact identity that bounds XLA's CPU library fusions).
+(exact identities that steer XLA's CPU fusions: bound library fusions, stop
+recomputation).
 """
