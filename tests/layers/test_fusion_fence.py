@@ -5,9 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.layers.fusion_fence import (cpu_library_fusion_fence, library_fusion_fence,
-                                     loop_fusion_barrier, recompute_fence)
+import re
+
+from zoo.layers.fusion_fence import (cpu_library_fusion_fence, gradient_barrier,
+                                     library_fusion_fence, loop_fusion_barrier, recompute_fence)
 from zoo.layers.mlp import gelu
+from zoo.layers.pooling import max_pool
 
 EDGE_VALUES = [0.0, -0.0, 1e-45, 1.2e-38, 3.4e38, 1.0 + 2.0 ** -23, -7.25, np.inf, -np.inf]
 
@@ -148,3 +151,70 @@ def test_recompute_fence_keeps_data_parallel_training_local():
     assert programs[1].count(" all-reduce(") == programs[0].count(" all-reduce(")
     for collective in ("all-gather", "collective-permute", "all-to-all"):
         assert collective not in programs[1], collective
+
+
+def _pooled_loss(barrier: bool):
+    # The pooled activation's gradient is a sum over several consumers, as
+    # DenseNet's stem pool's is over the first block's layers.
+    def loss(weights, x):
+        pooled = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        if barrier:
+            pooled = gradient_barrier(pooled, weights[0])
+        return sum(jnp.sum(jnp.tanh(pooled * w)) for w in weights)
+    return loss
+
+
+_POOL_WEIGHTS = [jnp.full((8,), 0.1 * (i + 1), jnp.float32) for i in range(4)]
+_POOL_INPUT = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 8), jnp.float32)
+
+
+def test_gradient_barrier_is_the_identity_and_keeps_the_gradient():
+    x = jnp.asarray(EDGE_VALUES, jnp.float32)
+    np.testing.assert_array_equal(np.asarray(jax.jit(gradient_barrier)(x, jnp.ones(3))).view(np.uint8),
+                                  np.asarray(x).view(np.uint8))
+    grads = [jax.jit(jax.grad(_pooled_loss(b), argnums=(0, 1)))(_POOL_WEIGHTS, _POOL_INPUT)
+             for b in (False, True)]
+    for plain, fenced in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(np.asarray(plain), np.asarray(fenced), rtol=1e-5, atol=1e-7)
+    with pytest.raises(TypeError, match="floating-point"):
+        gradient_barrier(jnp.arange(3), jnp.ones(2))
+
+
+def test_gradient_barrier_stops_the_pool_backward_recomputing_its_gradient():
+    # Without the barrier, XLA's CPU backend fuses the sum that makes the pooled
+    # gradient (here the tanh derivatives) into the max-pool backward's loop,
+    # which reads it at each of the 9 taps; with it, that loop reads a buffer.
+    # When XLA stops fusing so, the first assertion fails and DenseNet's
+    # barrier can go.
+    tanhs_in_pool_backward = {}
+    for barrier in (False, True):
+        hlo = (jax.jit(jax.grad(_pooled_loss(barrier), argnums=1))
+               .lower(_POOL_WEIGHTS, _POOL_INPUT).compile().as_text())
+        bodies = re.findall(r"\n%[\w.\-]+ [^\n]*\{\n(.*?)\n\}", hlo, re.S)
+        (pool_backward,) = [b for b in bodies if " select(" in b and " pad(" in b]
+        tanhs_in_pool_backward[barrier] = pool_backward.count(" tanh(")
+        assert ("conditional(" in hlo) == barrier
+    assert tanhs_in_pool_backward[False] > 0
+    assert tanhs_in_pool_backward[True] == 0
+
+
+def test_gradient_barrier_is_in_the_cpu_program_only_and_stays_local():
+    x, anchor = jnp.ones((4, 8), jnp.float32), jnp.ones((3, 3), jnp.float32)
+    grad = jax.jit(jax.grad(lambda x, a: jnp.sum(gradient_barrier(x, a) ** 2)))
+    # The barrier's other branch rounds through reduce_precision.
+    assert "reduce_precision" in jax.export.export(grad, platforms=["cpu"])(x, anchor).mlir_module()
+    assert "reduce_precision" not in jax.export.export(grad, platforms=["cuda"])(x, anchor).mlir_module()
+    devices = jax.devices()
+    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+    batch_sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    x = jax.ShapeDtypeStruct((len(devices), 8, 8, 4), jnp.float32, sharding=batch_sharded)
+    weights = [jax.ShapeDtypeStruct((4,), jnp.float32, sharding=replicated)] * 2
+    hlo = (jax.jit(jax.grad(_pooled_loss(True), argnums=(0, 1)),
+                   out_shardings=(replicated, batch_sharded))
+           .lower(weights, x).compile().as_text())
+    assert "conditional(" in hlo
+    # The predicate comes from the replicated anchor: nothing is fetched from
+    # another device (only the weights' gradient is all-reduced).
+    for collective in ("all-gather", "collective-permute", "all-to-all"):
+        assert collective not in hlo, collective

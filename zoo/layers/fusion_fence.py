@@ -3,7 +3,8 @@
 `library_fusion_fence` keeps XLA's CPU backend from over-growing YNNPACK
 fusions; `loop_fusion_barrier` keeps it from recomputing a value inside every
 loop that reads it, at the cost of a copy; `recompute_fence` does the same for
-a loop's output at no copy (a division by a runtime 1.0).
+a loop's output at no copy (a division by a runtime 1.0); `gradient_barrier`
+puts a `loop_fusion_barrier` on an activation's gradient in the backward pass.
 
 XLA's CPU backend hands products, reductions and the element-wise work around
 them to YNNPACK as one fusion. A YNNPACK fusion reads every operand from
@@ -113,4 +114,47 @@ def recompute_fence(x: jax.Array, anchor: jax.Array) -> jax.Array:
         return x / one
 
     return lax.platform_dependent(x, anchor, cpu=divide_by_one,
+                                  default=lambda x, anchor: x)
+
+
+@jax.custom_vjp
+def _gradient_barrier(x: jax.Array, anchor: jax.Array) -> jax.Array:
+    return x
+
+
+def _gradient_barrier_forward(x, anchor):
+    return x, anchor
+
+
+def _gradient_barrier_backward(anchor, grad):
+    (grad,) = loop_fusion_barrier(grad, predicate_from=anchor)
+    return grad, jnp.zeros_like(anchor)
+
+
+_gradient_barrier.defvjp(_gradient_barrier_forward, _gradient_barrier_backward)
+
+
+def gradient_barrier(x: jax.Array, anchor: jax.Array) -> jax.Array:
+    """x itself; in the backward pass, x's incoming gradient is written once to
+    a buffer of its own (`loop_fusion_barrier`) before anything reads it.
+
+    The gradient reaching an activation is often a sum that XLA's CPU backend
+    fuses into its consumer. A consumer that reads each element several times
+    then recomputes the sum each time: a 3x3 max-pool's backward reads its
+    gradient once per window tap, and DenseNet's stem pool, whose gradient sums
+    the first block's six layers, spent 170 ms of a 1.5 s training step there
+    (benchmarks/NOTES.md, entry 18). The barrier costs a copy of the gradient.
+
+    Args:
+      x: a floating-point array.
+      anchor: a small array replicated on every device (a kernel); the
+        barrier's predicate is read from it, so that under jit over a device
+        mesh no device fetches an element of a batch-sharded gradient.
+
+    Returns:
+      x. Only the CPU program has the barrier; GPU and TPU differentiate x as is.
+    """
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"gradient_barrier takes a floating-point array, got {x.dtype}")
+    return lax.platform_dependent(x, anchor, cpu=_gradient_barrier,
                                   default=lambda x, anchor: x)
