@@ -25,11 +25,15 @@ import jax.numpy as jnp
 from jax import lax
 
 
+def _require_floating(x: jax.Array, what: str) -> None:
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{what} takes a floating-point array, got {x.dtype}")
+
+
 def library_fusion_fence(x: jax.Array) -> jax.Array:
     """x unchanged, bit for bit (any floating dtype), as an op XLA's CPU backend
     keeps and YNNPACK's fusions do not take. Use it on the CPU path only."""
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"library_fusion_fence takes a floating-point array, got {x.dtype}")
+    _require_floating(x, "library_fusion_fence")
     info = jnp.finfo(x.dtype)
     return lax.reduce_precision(x, exponent_bits=info.nexp, mantissa_bits=info.nmant)
 
@@ -106,8 +110,7 @@ def recompute_fence(x: jax.Array, anchor: jax.Array) -> jax.Array:
       x; on GPU and TPU x itself, untouched (their compilers make their own
       fusion choices).
     """
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"recompute_fence takes a floating-point array, got {x.dtype}")
+    _require_floating(x, "recompute_fence")
 
     def divide_by_one(x: jax.Array, anchor: jax.Array) -> jax.Array:
         one = lax.stop_gradient(jnp.ravel(anchor)[0]).astype(x.dtype) * 0 + 1
@@ -154,7 +157,6 @@ def gradient_barrier(x: jax.Array, anchor: jax.Array) -> jax.Array:
     Returns:
       x. Only the CPU program has the barrier; GPU and TPU differentiate x as is.
     """
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"gradient_barrier takes a floating-point array, got {x.dtype}")
+    _require_floating(x, "gradient_barrier")
     return lax.platform_dependent(x, anchor, cpu=_gradient_barrier,
                                   default=lambda x, anchor: x)
