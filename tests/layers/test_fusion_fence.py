@@ -1,11 +1,11 @@
 """The fences of zoo.layers.fusion_fence: exact identities, kept on CPU, absent elsewhere."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import re
 
 from zoo.layers.fusion_fence import (cpu_library_fusion_fence, gradient_barrier,
                                      library_fusion_fence, loop_fusion_barrier, recompute_fence)
@@ -122,7 +122,8 @@ def test_recompute_fence_stops_xla_recomputing_a_residual_stream():
     assert maximums[False] > blocks
     assert maximums[True] <= blocks
     # Same gradients either way.
-    plain, fenced = (jax.jit(jax.grad(_residual_chain(f, blocks)))(kernels, x) for f in (False, True))
+    plain, fenced = (jax.jit(jax.grad(_residual_chain(f, blocks)))(kernels, x)
+                     for f in (False, True))
     for a, b in zip(plain, fenced):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
 
@@ -170,8 +171,8 @@ _POOL_INPUT = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 8), jnp.float
 
 def test_gradient_barrier_is_the_identity_and_keeps_the_gradient():
     x = jnp.asarray(EDGE_VALUES, jnp.float32)
-    np.testing.assert_array_equal(np.asarray(jax.jit(gradient_barrier)(x, jnp.ones(3))).view(np.uint8),
-                                  np.asarray(x).view(np.uint8))
+    barred = jax.jit(gradient_barrier)(x, jnp.ones(3))
+    np.testing.assert_array_equal(np.asarray(barred).view(np.uint8), np.asarray(x).view(np.uint8))
     grads = [jax.jit(jax.grad(_pooled_loss(b), argnums=(0, 1)))(_POOL_WEIGHTS, _POOL_INPUT)
              for b in (False, True)]
     for plain, fenced in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
@@ -202,8 +203,10 @@ def test_gradient_barrier_is_in_the_cpu_program_only_and_stays_local():
     x, anchor = jnp.ones((4, 8), jnp.float32), jnp.ones((3, 3), jnp.float32)
     grad = jax.jit(jax.grad(lambda x, a: jnp.sum(gradient_barrier(x, a) ** 2)))
     # The barrier's other branch rounds through reduce_precision.
-    assert "reduce_precision" in jax.export.export(grad, platforms=["cpu"])(x, anchor).mlir_module()
-    assert "reduce_precision" not in jax.export.export(grad, platforms=["cuda"])(x, anchor).mlir_module()
+    exported = {platform: jax.export.export(grad, platforms=[platform])(x, anchor).mlir_module()
+                for platform in ("cpu", "cuda")}
+    assert "reduce_precision" in exported["cpu"]
+    assert "reduce_precision" not in exported["cuda"]
     devices = jax.devices()
     mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
     batch_sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
