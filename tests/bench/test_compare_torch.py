@@ -115,4 +115,8 @@ def test_a_failing_variant_is_an_error_row_and_the_others_are_timed(compare_torc
     assert rows["eager"]["status"] == "ok"
     assert rows["channels_last"]["status"] == "error"
     assert "channels-last kernel missing" in rows["channels_last"]["error"]
+    # An error row has a measured row's keys, its step fields empty.
+    assert set(rows["channels_last"]) == set(rows["eager"])
+    assert rows["channels_last"]["step_ms_p50"] is None
+    assert rows["channels_last"]["step_ms_samples"] == []
     assert json.loads((out / "zoo.jsonl").read_text())["status"] == "ok"

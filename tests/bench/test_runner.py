@@ -18,6 +18,7 @@ from zoo.bench.report import CSV_KEYS, ROW_KEYS, check_row, read_jsonl
 from zoo.bench.runner import BenchConfig, benchmark_config, expand_configs, run_benchmarks
 from zoo.bench.environment import environment
 from zoo.bench.suites import get_suite
+from zoo.bench.timing import StepTimes
 from zoo.cli import main
 from zoo.runtime import compiler_options, compiler_options_text
 
@@ -52,6 +53,16 @@ def test_ok_row_has_the_schema_and_consistent_numbers(fake_measure):
     assert row["device_kind"] == jax.devices()[0].device_kind
     assert row["compiler_options"] == compiler_options_text(compiler_options("cpu")) != ""
     check_row(json.loads(json.dumps(row)))  # types survive JSON
+
+
+def test_empty_step_fields_have_the_keys_of_measured_ones():
+    # compare_torch's error rows take these, so both kinds of row share one schema.
+    times = StepTimes([0.002, 0.001], [0, 1], warmup_steps=1, context_switches=[3, 4])
+    measured = measure.step_fields(times, batch_size=2)
+    assert measured["step_ms_min"] == pytest.approx(1.0) and measured["host_context_switches"] == 7
+    empty = measure.empty_step_fields()
+    assert set(empty) == set(measured)
+    assert empty["step_ms_samples"] == [] and empty["step_ms_p50"] is None
 
 
 def test_mfu_none_without_peak_and_computed_with_peak_tflops(fake_measure):

@@ -276,6 +276,17 @@ def step_fields(times: StepTimes, batch_size: int) -> dict[str, Any]:
     )
 
 
+def empty_step_fields() -> dict[str, Any]:
+    """`step_fields`' keys for a row whose steps did not run: every value None, no
+    samples (so that error rows and measured rows have the same keys)."""
+    return dict(
+        step_ms_mean=None, step_ms_std=None, step_ms_p50=None, step_ms_p90=None,
+        step_ms_p99=None, step_ms_min=None, step_ms_max=None, images_per_s=None,
+        step_ms_samples=[], warmup_steps=None, host_page_faults=None,
+        host_context_switches=None,
+    )
+
+
 def fill_row(row: dict[str, Any], result: Measurement) -> None:
     """Writes `result` and the numbers derived from it into `row` (status "ok")."""
     stats = summarize(result.times.seconds)
