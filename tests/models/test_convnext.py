@@ -9,7 +9,8 @@ import pytest
 
 import zoo
 from zoo import registry
-from zoo.models.convnext import ConvNeXt
+from zoo.models.convnext import CNBlock, ConvNeXt
+from zoo.runtime import compiler_options
 
 TINY = dict(depths=(1, 1, 1, 1), widths=(8, 16, 24, 32), num_classes=3)
 
@@ -111,3 +112,29 @@ def test_mismatched_spec_raises():
     model = ConvNeXt(depths=(1, 1), widths=(8,))
     with pytest.raises(ValueError, match="same length"):
         jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_training_computes_each_depthwise_conv_once_on_cpu():
+    # Without the fence, XLA's CPU backend recomputes the 49 shifted windows of
+    # the depthwise conv inside every loop that reads its output (the LayerNorm
+    # and its gradient): 537 slices in this gradient program with jaxlib 0.10.2,
+    # 248 with it. When XLA stops duplicating, the first assertion fails and
+    # CNBlock's fence can go (benchmarks/NOTES.md, entry 19).
+    block = CNBlock()  # no stochastic depth: train only switches the fence on
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 16)), jnp.float32)
+    variables = block.init(jax.random.PRNGKey(0), x, train=False)
+
+    def grad_program(train):
+        def loss(variables, x):
+            return jnp.sum(block.apply(variables, x, train=train) ** 2)
+        return jax.jit(jax.grad(loss, argnums=(0, 1)),
+                       compiler_options=compiler_options("cpu"))
+
+    programs = {train: grad_program(train) for train in (False, True)}
+    slices = {train: program.lower(variables, x).compile().as_text().count(" slice(")
+              for train, program in programs.items()}
+    assert slices[False] - slices[True] >= 2 * 49  # at least two more copies of the windows
+    # Same gradients either way.
+    plain, fenced = (program(variables, x) for program in programs.values())
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(fenced)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from zoo.layers.cpu_conv import conv_general_dilated
 from zoo.layers.drop_path import DropPath
+from zoo.layers.fusion_fence import recompute_fence
 from zoo.layers.layer_scale import LayerScale
 from zoo.layers.mlp import Mlp, dense_kernel_init
 from zoo.layers.validation import check_images
@@ -56,6 +57,13 @@ class CNBlock(nn.Module):
                     conv_general_dilated=conv_general_dilated,
                     kernel_init=dense_kernel_init, dtype=self.dtype,
                     param_dtype=self.param_dtype, name="dwconv")(x)
+        if train:
+            # Written once: in training, XLA's CPU backend otherwise recomputes
+            # the 49-tap depthwise conv inside each loop that reads it (the
+            # LayerNorm and its gradient): convnext_tiny's training step 1.07x
+            # (benchmarks/NOTES.md, entry 19). Inference is not fenced: XLA turns
+            # the division into a multiplication there, and nothing changes.
+            y = recompute_fence(y, self.variables["params"]["dwconv"]["kernel"])
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype,
                          param_dtype=self.param_dtype, name="norm")(y)
         y = Mlp(4 * channels, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(y)
