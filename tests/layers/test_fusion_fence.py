@@ -1,5 +1,6 @@
 """The fences of zoo.layers.fusion_fence: exact identities, kept on CPU, absent elsewhere."""
 
+import functools
 import re
 
 import jax
@@ -66,24 +67,29 @@ def test_loop_fusion_barrier_survives_cpu_compilation():
     assert "conditional(" in jax.jit(padded).lower(x).compile().as_text()
 
 
+@pytest.mark.parametrize("per_element", [False, True])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_recompute_fence_returns_every_bit_and_gradient_unchanged(dtype):
+def test_recompute_fence_returns_every_bit_and_gradient_unchanged(dtype, per_element):
+    fence = jax.jit(functools.partial(recompute_fence, per_element=per_element))
     normal = [v for v in EDGE_VALUES if not 0 < abs(v) < np.finfo(np.float32).tiny]
     values = jnp.asarray(normal + [np.nan], jnp.float32).astype(dtype)
     anchor = jnp.asarray([[-3.5, 2.0]], jnp.float32)
-    fenced = jax.jit(recompute_fence)(values, anchor)
+    fenced = fence(values, anchor)
     assert fenced.dtype == values.dtype
-    np.testing.assert_array_equal(np.asarray(fenced).view(np.uint8),
-                                  np.asarray(values).view(np.uint8))
+    # Every bit; the per-element divisor makes NaN of infinities (documented).
+    infinite = np.isinf(np.asarray(values, np.float32)) & per_element
+    assert infinite.any() == per_element
+    np.testing.assert_array_equal(np.asarray(fenced)[~infinite].view(np.uint8),
+                                  np.asarray(values)[~infinite].view(np.uint8))
+    assert np.isnan(np.asarray(fenced, np.float32)[infinite]).all()
     # Subnormals flush to zero, as in XLA's own CPU arithmetic (a ReLU's too),
     # so a fenced ReLU output is every bit the ReLU output.
     subnormal = jnp.asarray([1e-45, -3e-39], jnp.float32)
     relu = jax.jit(jax.nn.relu)(subnormal)
-    np.testing.assert_array_equal(np.asarray(jax.jit(recompute_fence)(relu, anchor)),
-                                  np.asarray(relu))
+    np.testing.assert_array_equal(np.asarray(fence(relu, anchor)), np.asarray(relu))
     weights = jnp.linspace(-2.0, 3.0, values.size).astype(dtype)
     x_grad, anchor_grad = jax.jit(jax.grad(
-        lambda x, a: jnp.sum(recompute_fence(x, a) * weights).astype(jnp.float32),
+        lambda x, a: jnp.sum(fence(x, a) * weights).astype(jnp.float32),
         argnums=(0, 1)))(jnp.where(jnp.isfinite(values), values, 0), anchor)
     np.testing.assert_array_equal(np.asarray(x_grad).view(np.uint8),
                                   np.asarray(weights).view(np.uint8))

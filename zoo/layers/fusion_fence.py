@@ -81,7 +81,7 @@ def loop_fusion_barrier(*arrays: jax.Array,
                     lambda *a: tuple(library_fusion_fence(x) for x in a), *arrays)
 
 
-def recompute_fence(x: jax.Array, anchor: jax.Array) -> jax.Array:
+def recompute_fence(x: jax.Array, anchor: jax.Array, *, per_element: bool = False) -> jax.Array:
     """x unchanged (bit for bit but subnormals, below), as a value XLA's CPU
     backend writes once and every consumer reads, instead of recomputing it
     inside each consumer's loop.
@@ -105,6 +105,12 @@ def recompute_fence(x: jax.Array, anchor: jax.Array) -> jax.Array:
         over a device mesh, an element of a batch-sharded activation would
         first be fetched from the one device that holds it. A non-finite
         first element (a diverged parameter) makes x NaN.
+      per_element: divide by x * 0 + 1.0 instead of a broadcast 1.0. In some
+        programs (ConvNeXt's inference) XLA rewrites a division by a
+        broadcast scalar into a multiplication by its reciprocal, which it
+        duplicates again; a per-element divisor it keeps. The price: an
+        infinity in x becomes NaN (inf * 0 is NaN), so use it where what
+        follows would make NaN of an infinity anyway (a normalisation).
 
     Returns:
       x; on GPU and TPU x itself, untouched (their compilers make their own
@@ -114,6 +120,8 @@ def recompute_fence(x: jax.Array, anchor: jax.Array) -> jax.Array:
 
     def divide_by_one(x: jax.Array, anchor: jax.Array) -> jax.Array:
         one = lax.stop_gradient(jnp.ravel(anchor)[0]).astype(x.dtype) * 0 + 1
+        if per_element:
+            one = lax.stop_gradient(x * 0) + one
         return x / one
 
     return lax.platform_dependent(x, anchor, cpu=divide_by_one,

@@ -57,13 +57,15 @@ class CNBlock(nn.Module):
                     conv_general_dilated=conv_general_dilated,
                     kernel_init=dense_kernel_init, dtype=self.dtype,
                     param_dtype=self.param_dtype, name="dwconv")(x)
-        if train:
-            # Written once: in training, XLA's CPU backend otherwise recomputes
-            # the 49-tap depthwise conv inside each loop that reads it (the
-            # LayerNorm and its gradient): convnext_tiny's training step 1.07x
-            # (benchmarks/NOTES.md, entry 19). Inference is not fenced: XLA turns
-            # the division into a multiplication there, and nothing changes.
-            y = recompute_fence(y, self.variables["params"]["dwconv"]["kernel"])
+        # Written once: XLA's CPU backend otherwise recomputes the 49-tap
+        # depthwise conv inside each loop that reads it (the LayerNorm, and in
+        # training its gradient): convnext_tiny's training step 1.07x, its
+        # inference 1.03x (benchmarks/NOTES.md, entry 19). In inference XLA
+        # turned a division by a scalar 1.0 into a multiplication and
+        # duplicated that, so the divisor is per element there; it makes NaN
+        # of an infinity, as the LayerNorm right after does anyway.
+        y = recompute_fence(y, self.variables["params"]["dwconv"]["kernel"],
+                            per_element=not train)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype,
                          param_dtype=self.param_dtype, name="norm")(y)
         y = Mlp(4 * channels, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(y)
