@@ -56,6 +56,16 @@ from zoo.bench.runner import BenchConfig, benchmark_config, record_error
 from zoo.bench.timing import StepTimes, paired_speed_ratio, time_interleaved, timed
 
 VARIANTS = ("eager", "channels_last", "compile")
+# torchvision arguments that build the architecture Zoo's registry builds:
+# Zoo's GoogLeNet and Inception v3 leave out the auxiliary heads by default
+# (`aux_logits=False`), torchvision's build them (and return a namedtuple in
+# training, which the loss cannot take). `init_weights=False` keeps PyTorch's
+# default initialisation, which does not change a step's time, instead of the
+# truncated normal torchvision warns is slow to draw.
+TORCHVISION_KWARGS: dict[str, dict[str, Any]] = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
 
 
 def _sync(torch: Any, device: Any) -> None:
@@ -117,10 +127,12 @@ def prepare_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
         **measure.empty_step_fields(),
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__, "device": str(device),
-        "num_threads": torch.get_num_threads(),
+        "num_threads": torch.get_num_threads(), "params": None,
     }
     try:
-        model = torchvision.models.get_model(name, weights=None).to(device)
+        model = torchvision.models.get_model(
+            name, weights=None, **TORCHVISION_KWARGS.get(name, {})).to(device)
+        row["params"] = sum(p.numel() for p in model.parameters())
         memory_format = torch.channels_last if variant == "channels_last" else torch.contiguous_format
         model = model.to(memory_format=memory_format)
         step = _torch_step(torch, model, mode, device, args.dtype == "bfloat16")
@@ -230,6 +242,22 @@ def comparison_table(zoo_rows: list[dict[str, Any]], torch_rows: list[dict[str, 
     return "\n".join(lines)
 
 
+def parameter_check(zoo_rows: list[dict[str, Any]], torch_rows: list[dict[str, Any]]) -> str:
+    """One line saying whether each model has as many parameters in Zoo as in
+    torchvision (the same architecture), naming those that do not."""
+    counts = {(r["model"], r["params"]) for r in torch_rows if r.get("params") is not None}
+    differ = sorted({f"{z['model']} (Zoo {z['params']:,}, torchvision {p:,})"
+                     for z in zoo_rows if z.get("params") is not None
+                     for m, p in counts if m == z["model"] and p != z["params"]})
+    if differ:
+        return "Parameter counts differ, so these are not the same architecture: " + "; ".join(differ)
+    checked = sorted({z["model"] for z in zoo_rows if z.get("params") is not None
+                      and any(m == z["model"] for m, _ in counts)})
+    if not checked:
+        return "Parameter counts not compared (no model built in both)."
+    return "Same parameter count in Zoo and torchvision: " + ", ".join(checked) + "."
+
+
 def write_comparison(out: Path, zoo_rows: list[dict[str, Any]],
                      torch_rows: list[dict[str, Any]], command: str) -> str:
     """comparison.md (device line, ratio table, Zoo's own table, command); returns it."""
@@ -241,7 +269,8 @@ def write_comparison(out: Path, zoo_rows: list[dict[str, Any]],
               f"Per round: the median over rounds of PyTorch eager's step over Zoo's step in "
               f"the same round, with its 95% sign-test interval; an interval that holds 1.00x "
               f"says the two are level within this machine's noise.")
-    text = (f"{device}\n\n{comparison_table(zoo_rows, torch_rows)}\n\nZoo rows:\n\n"
+    text = (f"{device}\n\n{comparison_table(zoo_rows, torch_rows)}\n\n"
+            f"{parameter_check(zoo_rows, torch_rows)}\n\nZoo rows:\n\n"
             f"{markdown_table(zoo_rows)}\n\nCommand: {command}\n")
     (out / "comparison.md").write_text(text)
     return text

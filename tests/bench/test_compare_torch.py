@@ -83,10 +83,45 @@ def test_one_run_writes_every_report_with_interleaved_steps(compare_torch, tmp_p
     # Counted per timed step on Linux (getrusage), for Zoo and PyTorch alike.
     assert all(isinstance(r["host_context_switches"], int) and r["host_context_switches"] >= 0
                for r in (zoo, *torch_rows))
+    # The same architecture: torchvision's parameter count is Zoo's.
+    assert [r["params"] for r in torch_rows] == [zoo["params"]] * 2 == [11_689_512] * 2
     report = (out / "comparison.md").read_text()
     assert "interleaved" in report and zoo["host_cpu"] in report
+    assert "Same parameter count in Zoo and torchvision: resnet18." in report
     assert re.search(r"\| resnet18 \| infer \| 2 \| 32 \| float32 \|.*\| \d+\.\d\dx \| \d+\.\d\dx "
                      r"\| \d+\.\d\dx \|", report)  # 3 rounds: a round ratio, no interval
+
+
+def test_the_report_names_models_whose_parameter_counts_differ(compare_torch):
+    zoo = [{"model": "googlenet", "params": 6_624_904}, {"model": "resnet18", "params": 11}]
+    same = [{"model": "googlenet", "params": 6_624_904}, {"model": "resnet18", "params": 11}]
+    assert compare_torch.parameter_check(zoo, same) == (
+        "Same parameter count in Zoo and torchvision: googlenet, resnet18.")
+    aux = [{"model": "googlenet", "params": 13_004_888}, {"model": "resnet18", "params": 11}]
+    assert compare_torch.parameter_check(zoo, aux) == (
+        "Parameter counts differ, so these are not the same architecture: "
+        "googlenet (Zoo 6,624,904, torchvision 13,004,888)")
+    failed = [{"model": "googlenet", "params": None}]
+    assert compare_torch.parameter_check(zoo, failed).startswith("Parameter counts not compared")
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_torchvision_is_built_as_zoo_builds_the_model(compare_torch, name):
+    """GoogLeNet and Inception v3 without auxiliary heads on both sides."""
+    import jax
+    import jax.numpy as jnp
+    import torchvision
+
+    from zoo import create_model
+    from zoo.counting import count_params
+
+    assert name in compare_torch.TORCHVISION_KWARGS
+    model = create_model(name)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                               jnp.zeros((1, 299, 299, 3)), train=False))
+    torch_model = torchvision.models.get_model(name, weights=None,
+                                               **compare_torch.TORCHVISION_KWARGS[name])
+    assert count_params(shapes["params"]) == sum(p.numel() for p in torch_model.parameters())
 
 
 def test_a_failing_variant_is_an_error_row_and_the_others_are_timed(compare_torch, tmp_path,
