@@ -22,3 +22,19 @@ def multi_output_loop_fusion_operands(hlo_text: str) -> list[str]:
     """The operand lists ("%a, %b, ...") of a compiled module's XLA loop
     fusions with a tuple result (variadic reductions among them), in order."""
     return re.findall(r"= \(f32\[[^=]*\) fusion\(([^)]*)\), kind=kLoop", hlo_text)
+
+
+# Collectives that move activations between devices: a data-parallel step whose
+# batch is sharded should need none of them (an all-reduce of gradients is fine).
+GATHERING_COLLECTIVES = ("all-gather", "collective-permute", "all-to-all")
+
+
+def batch_and_replicated_shardings():
+    """Over a one-axis mesh "batch" of every device: (batch-sharded, replicated)
+    `NamedSharding`s, for lowering a data-parallel step without running it."""
+    import jax
+    import numpy as np
+
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+    return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")),
+            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))

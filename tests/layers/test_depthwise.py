@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from tests.xla_helpers import multi_output_loop_fusion_operands
+from tests.xla_helpers import (GATHERING_COLLECTIVES, batch_and_replicated_shardings,
+                                multi_output_loop_fusion_operands)
 from zoo.layers.depthwise import (depthwise_kernel_gradient, largest_divisor,
                                   shifted_depthwise_conv)
 
@@ -160,9 +161,7 @@ def test_kernel_gradient_keeps_data_parallel_training_local():
     # activation made each conditional fetch an element from one device.
     # Only the kernel gradient's all-reduce over the batch may remain.
     devices = jax.devices()
-    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
-    batch_sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    batch_sharded, replicated = batch_and_replicated_shardings()
     x = jax.ShapeDtypeStruct((len(devices), 16, 16, 8), jnp.float32, sharding=batch_sharded)
     kernel = jax.ShapeDtypeStruct((3, 3, 1, 8), jnp.float32, sharding=replicated)
 
@@ -172,6 +171,6 @@ def test_kernel_gradient_keeps_data_parallel_training_local():
 
     hlo = jax.jit(kernel_grad, out_shardings=replicated).lower(x, kernel, x).compile().as_text()
     assert "conditional(" in hlo
-    for collective in ("all-gather", "collective-permute", "all-to-all"):
+    for collective in GATHERING_COLLECTIVES:
         assert collective not in hlo, collective
     assert "all-reduce" in hlo

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.xla_helpers import GATHERING_COLLECTIVES, batch_and_replicated_shardings
 from zoo.layers.fusion_fence import (cpu_library_fusion_fence, gradient_barrier,
                                      library_fusion_fence, loop_fusion_barrier, recompute_fence)
 from zoo.layers.mlp import gelu
@@ -145,9 +146,7 @@ def test_recompute_fence_keeps_data_parallel_training_local():
     # The anchor is a replicated kernel: under jit over a mesh no device has to
     # fetch an element of a batch-sharded activation from another.
     devices = jax.devices()
-    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
-    batch_sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    batch_sharded, replicated = batch_and_replicated_shardings()
     x = jax.ShapeDtypeStruct((4 * len(devices), 16), jnp.float32, sharding=batch_sharded)
     kernels = [jax.ShapeDtypeStruct((16, 16), jnp.float32, sharding=replicated)] * 3
     programs = [jax.jit(jax.grad(_residual_chain(fence, 3)), out_shardings=replicated)
@@ -156,7 +155,7 @@ def test_recompute_fence_keeps_data_parallel_training_local():
     # The kernel gradients' one all-reduce, no more (an activation as anchor
     # added an all-reduce per block to fetch its element); nothing gathered.
     assert programs[1].count(" all-reduce(") == programs[0].count(" all-reduce(")
-    for collective in ("all-gather", "collective-permute", "all-to-all"):
+    for collective in GATHERING_COLLECTIVES:
         assert collective not in programs[1], collective
 
 
@@ -214,9 +213,7 @@ def test_gradient_barrier_is_in_the_cpu_program_only_and_stays_local():
     assert "reduce_precision" in exported["cpu"]
     assert "reduce_precision" not in exported["cuda"]
     devices = jax.devices()
-    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
-    batch_sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    batch_sharded, replicated = batch_and_replicated_shardings()
     x = jax.ShapeDtypeStruct((len(devices), 8, 8, 4), jnp.float32, sharding=batch_sharded)
     weights = [jax.ShapeDtypeStruct((4,), jnp.float32, sharding=replicated)] * 2
     hlo = (jax.jit(jax.grad(_pooled_loss(True), argnums=(0, 1)),
@@ -225,5 +222,5 @@ def test_gradient_barrier_is_in_the_cpu_program_only_and_stays_local():
     assert "conditional(" in hlo
     # The predicate comes from the replicated anchor: nothing is fetched from
     # another device (only the weights' gradient is all-reduced).
-    for collective in ("all-gather", "collective-permute", "all-to-all"):
+    for collective in GATHERING_COLLECTIVES:
         assert collective not in hlo, collective
