@@ -3,13 +3,14 @@
 Pass `conv_general_dilated=conv_general_dilated` (this module's) to `nn.Conv`.
 Parameters, shapes and results are those of `lax.conv_general_dilated`; when
 the computation is lowered for CPU, NHWC/HWIO convolutions take a form that
-XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13, 14 and 17):
+XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13, 14, 17 and 21):
 
 | convolution | on CPU | why |
 |---|---|---|
 | depthwise (`groups == channels`) | `shifted_depthwise_conv` (zoo.layers.depthwise) | XLA's grouped-conv loop is 25x slower |
 | 1x1, groups 1, no padding | a matrix product, `pointwise_conv` | XLA's 1x1 kernel gradient is ~8x slower than a dot |
 | patchify (kernel = stride, no padding: ViT, ConvNeXt stem and downsampling) | a matrix product over non-overlapping patches, `patchify_conv` | |
+| 3x3, stride 1, padding 1, float32, at least WINOGRAD_MIN_CHANNELS (256) channels in and out, output of at least 10x10 | Winograd's F(2x2, 3x3), `winograd_conv3x3` (zoo.layers.winograd): 16 batched dots with 2.25x fewer multiply-adds, gradients included | whole steps (entry 21): vgg16 inference 1.24x, training 1.14x; wide_resnet50_2 1.09x / 1.04x; resnet50 and resnet18 1-5% |
 | dense (groups 1), stride 1, no dilation, output of at least 14x14 | XLA's conv and its own gradients | with Zoo's compile options (zoo.runtime: Eigen's convolutions, not YNNPACK's) these beat `dense_conv` in training: resnet50 step 1387 -> 1303 ms, resnet18 767 -> 646, vgg11 2453 -> 2105 (28x28 and up); from 14x14, resnet50 2%, resnet18 4%, inception_v3 3% more |
 | other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as one dot; in training, where the im2col patches are small enough to keep, all three from the patches | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 192 -> 42 ms; 3x3 at 7x7x512: 23 -> 13 ms); building the patches once saves a pass (3x3 at 56x56x64, forward + backward: 75 -> 56 ms) |
 | grouped (1 < groups < channels: ResNeXt), output of at least 28x28, or 14x14 at stride 1 | `supergroup_conv`: dense convs (XLA's, gradients included) over super-groups of about SUPERGROUP_CHANNELS input channels, with block-diagonal kernels | XLA's grouped conv runs a generic loop: ResNeXt's 3x3 at 56x56x128, 32 groups, forward + backward 166 -> 32 ms despite 8x the multiply-adds |
@@ -34,6 +35,7 @@ from jax import lax
 from zoo.layers.depthwise import output_hw as _output_hw
 from zoo.layers.depthwise import (add_windows_back, explicit_pads, largest_divisor,
                                   shifted_depthwise_conv, strided_windows)
+from zoo.layers.winograd import winograd_conv3x3
 
 Padding = str | Sequence[tuple[int, int]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -67,6 +69,19 @@ KEPT_PATCHES_LIMIT = 1 << 25
 # options, which every step Zoo compiles has on CPU; without them
 # (ZOO_XLA_DEFAULTS=1) YNNPACK runs these convolutions, unmeasured.
 XLA_CONV_MIN_PIXELS = 14 * 14
+
+# Float32 3x3 stride-1 convolutions (padding 1) with at least
+# WINOGRAD_MIN_CHANNELS input and output channels and outputs of at least
+# WINOGRAD_MIN_PIXELS are computed by Winograd's F(2x2, 3x3) (zoo.layers.winograd):
+# its transforms cost pixels x channels, its dots 16/36 of the direct
+# multiply-adds, so it pays with many channels. Forward + backward at batch 8
+# against the forms above (interleaved, median of 10; NOTES.md, entry 21):
+# 14x14x256 28.9 -> 19.6 ms, 10x10x256 16.2 -> 10.0, 28x28x512 455 -> 314,
+# 14x14x512 117 -> 96; with 64 or 128 channels it lost (56x56x64 37 -> 71 ms,
+# 28x28x128 35 -> 50), and at 7x7 (tiles padded to 8x8, few rows per dot) too.
+# Float32 only: in bfloat16 the transforms' roundings would add to the dot's.
+WINOGRAD_MIN_CHANNELS = 256
+WINOGRAD_MIN_PIXELS = 10 * 10
 
 # Grouped convolutions with outputs of at least SUPERGROUP_MIN_PIXELS, or of
 # SUPERGROUP_MIN_PIXELS_STRIDE_1 at stride 1, are dense convolutions over
@@ -358,6 +373,11 @@ def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pa
         return lambda x, k: pointwise_conv(x[:, ::sh, ::sw, :], k)
     if rhs.shape[:2] == strides and pads == ((0, 0), (0, 0)) and dilation == (1, 1):
         return patchify_conv
+    if (strides == (1, 1) and dilation == (1, 1) and rhs.shape[:2] == (3, 3)
+            and pads == ((1, 1), (1, 1)) and lhs.dtype == rhs.dtype == jnp.float32
+            and min(rhs.shape[2:]) >= WINOGRAD_MIN_CHANNELS
+            and lhs.shape[1] * lhs.shape[2] >= WINOGRAD_MIN_PIXELS):
+        return winograd_conv3x3
     if strides == (1, 1) and dilation == (1, 1):
         out_h, out_w = _conv_output_hw(lhs, rhs, strides, pads, dilation)
         if out_h * out_w >= XLA_CONV_MIN_PIXELS:
