@@ -160,9 +160,8 @@ def test_kernel_gradient_keeps_data_parallel_training_local():
     # all-gathers in mobilenet_v3_small's step), and a predicate read from an
     # activation made each conditional fetch an element from one device.
     # Only the kernel gradient's all-reduce over the batch may remain.
-    devices = jax.devices()
     batch_sharded, replicated = batch_and_replicated_shardings()
-    x = jax.ShapeDtypeStruct((len(devices), 16, 16, 8), jnp.float32, sharding=batch_sharded)
+    x = jax.ShapeDtypeStruct((jax.device_count(), 16, 16, 8), jnp.float32, sharding=batch_sharded)
     kernel = jax.ShapeDtypeStruct((3, 3, 1, 8), jnp.float32, sharding=replicated)
 
     def kernel_grad(x, kernel, r):

@@ -145,9 +145,8 @@ def test_recompute_fence_is_in_the_cpu_program_only():
 def test_recompute_fence_keeps_data_parallel_training_local():
     # The anchor is a replicated kernel: under jit over a mesh no device has to
     # fetch an element of a batch-sharded activation from another.
-    devices = jax.devices()
     batch_sharded, replicated = batch_and_replicated_shardings()
-    x = jax.ShapeDtypeStruct((4 * len(devices), 16), jnp.float32, sharding=batch_sharded)
+    x = jax.ShapeDtypeStruct((4 * jax.device_count(), 16), jnp.float32, sharding=batch_sharded)
     kernels = [jax.ShapeDtypeStruct((16, 16), jnp.float32, sharding=replicated)] * 3
     programs = [jax.jit(jax.grad(_residual_chain(fence, 3)), out_shardings=replicated)
                 .lower(kernels, x).compile().as_text() for fence in (False, True)]
@@ -212,9 +211,8 @@ def test_gradient_barrier_is_in_the_cpu_program_only_and_stays_local():
                 for platform in ("cpu", "cuda")}
     assert "reduce_precision" in exported["cpu"]
     assert "reduce_precision" not in exported["cuda"]
-    devices = jax.devices()
     batch_sharded, replicated = batch_and_replicated_shardings()
-    x = jax.ShapeDtypeStruct((len(devices), 8, 8, 4), jnp.float32, sharding=batch_sharded)
+    x = jax.ShapeDtypeStruct((jax.device_count(), 8, 8, 4), jnp.float32, sharding=batch_sharded)
     weights = [jax.ShapeDtypeStruct((4,), jnp.float32, sharding=replicated)] * 2
     hlo = (jax.jit(jax.grad(_pooled_loss(True), argnums=(0, 1)),
                    out_shardings=(replicated, batch_sharded))

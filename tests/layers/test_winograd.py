@@ -73,9 +73,8 @@ def test_data_parallel_training_stays_local():
     # The batch is sharded over a mesh: the transforms work within each image
     # and the batched dot keeps the batch as its own dimension, so nothing is
     # gathered; only the kernel gradient's sum over the batch is all-reduced.
-    devices = jax.devices()
     batch_sharded, replicated = batch_and_replicated_shardings()
-    x = jax.ShapeDtypeStruct((len(devices), 6, 6, 4), jnp.float32, sharding=batch_sharded)
+    x = jax.ShapeDtypeStruct((jax.device_count(), 6, 6, 4), jnp.float32, sharding=batch_sharded)
     kernel = jax.ShapeDtypeStruct((3, 3, 4, 4), jnp.float32, sharding=replicated)
     grads = jax.grad(lambda x, k: jnp.sum(jnp.sin(winograd_conv3x3(x, k))), argnums=(0, 1))
     hlo = jax.jit(grads, out_shardings=(batch_sharded, replicated)).lower(
