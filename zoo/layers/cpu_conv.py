@@ -373,13 +373,13 @@ def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pa
         return lambda x, k: pointwise_conv(x[:, ::sh, ::sw, :], k)
     if rhs.shape[:2] == strides and pads == ((0, 0), (0, 0)) and dilation == (1, 1):
         return patchify_conv
-    if (strides == (1, 1) and dilation == (1, 1) and rhs.shape[:2] == (3, 3)
-            and pads == ((1, 1), (1, 1)) and lhs.dtype == rhs.dtype == jnp.float32
-            and min(rhs.shape[2:]) >= WINOGRAD_MIN_CHANNELS
-            and lhs.shape[1] * lhs.shape[2] >= WINOGRAD_MIN_PIXELS):
-        return winograd_conv3x3
     if strides == (1, 1) and dilation == (1, 1):
         out_h, out_w = _conv_output_hw(lhs, rhs, strides, pads, dilation)
+        if (rhs.shape[:2] == (3, 3) and pads == ((1, 1), (1, 1))
+                and lhs.dtype == rhs.dtype == jnp.float32
+                and min(rhs.shape[2:]) >= WINOGRAD_MIN_CHANNELS
+                and out_h * out_w >= WINOGRAD_MIN_PIXELS):
+            return winograd_conv3x3
         if out_h * out_w >= XLA_CONV_MIN_PIXELS:
             return None                        # XLA's, gradients included
     return lambda x, k: dense_conv(x, k, strides, pads, dilation)
