@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import zoo
+from tests.xla_helpers import ynn_fusion_bodies
 from zoo import registry
 from zoo.models import convnext
 from zoo.models.convnext import CNBlock, ConvNeXt
@@ -146,3 +147,28 @@ def test_each_depthwise_conv_is_computed_once_on_cpu(train, monkeypatch):
     # The same numbers either way.
     for a, b in zip(jax.tree.leaves(plain_out), jax.tree.leaves(fenced(variables, x))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_layer_norm_stays_out_of_the_fc1_product_on_cpu(monkeypatch):
+    # At stage 1's size (56x56x96), without the fence XLA's CPU backend puts
+    # the LayerNorm (its two reductions) inside the YNNPACK fusion of fc1's
+    # product, which then ran 3x slower in convnext_tiny's inference
+    # (benchmarks/NOTES.md, entry 22). Compiled only, never run. When XLA stops
+    # fusing them, the second assertion fails and CNBlock's fence can go.
+    block = CNBlock()
+    x = jax.ShapeDtypeStruct((2, 56, 56, 96), jnp.float32)
+    variables = jax.eval_shape(
+        lambda: block.init(jax.random.PRNGKey(0), jnp.zeros(x.shape), train=False))
+
+    def products_with_reductions():
+        forward = jax.jit(lambda v, x: block.apply(v, x, train=False),
+                          compiler_options=compiler_options("cpu"))
+        bodies = ynn_fusion_bodies(forward.lower(variables, x).compile().as_text())
+        products = [body for body in bodies if " dot(" in body]
+        assert len(products) == 2  # fc1 and fc2
+        return sum(" reduce(" in body for body in products)
+
+    assert products_with_reductions() == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(convnext, "cpu_library_fusion_fence", lambda y: y)
+        assert products_with_reductions() == 1

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from zoo.layers.cpu_conv import conv_general_dilated
 from zoo.layers.drop_path import DropPath
-from zoo.layers.fusion_fence import recompute_fence
+from zoo.layers.fusion_fence import cpu_library_fusion_fence, recompute_fence
 from zoo.layers.layer_scale import LayerScale
 from zoo.layers.mlp import Mlp, dense_kernel_init
 from zoo.layers.validation import check_images
@@ -68,6 +68,11 @@ class CNBlock(nn.Module):
                             per_element=not train)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype,
                          param_dtype=self.param_dtype, name="norm")(y)
+        # On CPU, XLA put this LayerNorm inside the YNNPACK fusion of fc1's
+        # product, which ran 3x slower for it at stage 1's 96 channels (a
+        # 29-35 ms product instead of ~9): convnext_tiny's inference 1.10x,
+        # training level (benchmarks/NOTES.md, entry 22).
+        y = cpu_library_fusion_fence(y)
         y = Mlp(4 * channels, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(y)
         y = LayerScale(self.layer_scale_init, param_dtype=self.param_dtype,
                        name="layer_scale")(y)
