@@ -3,6 +3,7 @@
     zoo bench --models resnet50,efficientnet_b0 --batch-sizes 1,32,256 \
         --dtype bfloat16 --mode infer,train --out DIR
     zoo bench --suite quick --out DIR
+    zoo bench --models resnet50 --mode train --batch-sizes 8 --profile-steps 5 --out DIR
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for the reports")
     p.add_argument("--overwrite", action="store_true", help="replace reports already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--profile-steps", type=int, default=0,
+                   help="after timing, trace this many more steps of each configuration with "
+                        "jax.profiler into OUT/profiles/<configuration>/, with ops.md (default 0: none)")
     p.set_defaults(run=run_bench)
 
 
@@ -95,6 +99,9 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         configs = build_configs(args)
         if args.peak_tflops is not None and args.peak_tflops <= 0:
             raise ValueError(f"--peak-tflops must be positive, got {args.peak_tflops}")
+        if args.profile_steps < 0:
+            raise ValueError(f"--profile-steps must be 0 (no profile) or more, got "
+                             f"{args.profile_steps}")
     except ValueError as error:
         print(f"zoo bench: {error}", file=sys.stderr)
         return 2
@@ -111,7 +118,8 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     (out / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
     rows = []
     for row in run_benchmarks(configs, auto_batch=args.auto_batch,
-                              peak_override=args.peak_tflops, progress=not args.no_progress):
+                              peak_override=args.peak_tflops, progress=not args.no_progress,
+                              profile_steps=args.profile_steps, profile_root=out / "profiles"):
         append_jsonl(jsonl, row)  # written as it goes: a crash keeps finished rows
         rows.append(row)
     table = markdown_table(rows)

@@ -10,7 +10,9 @@ to its computation dtype.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -37,6 +39,8 @@ class Measurement(NamedTuple):
     (under jit-with-sharding and pmap XLA reports the per-device program).
     compiled_memory: per-device sizes from `compiled.memory_analysis()`.
     device_peak_bytes: the backend's peak_bytes_in_use (None on CPU).
+    profile: the folder of this configuration's `--profile-steps` trace and
+      ops.md, as the caller named it; None when none was taken.
     compiler_options: the XLA options the step was compiled with, as
     `zoo.runtime.compiler_options_text` writes them ("" for XLA's defaults).
     times: the timed steps (`zoo.bench.timing.StepTimes`: seconds, page faults
@@ -54,14 +58,16 @@ class Measurement(NamedTuple):
     compiled_memory: dict[str, int] | None
     device_peak_bytes: int | None
     compiler_options: str
+    profile: str | None = None
 
 
 class Prepared(NamedTuple):
     """A configuration built and compiled, ready to time.
 
     step: runs one step on one of `inputs` and returns its outputs (train mode
-    carries the donated state from call to call). The other fields are those
-    of `Measurement` known before any step runs.
+    carries the donated state from call to call). hlo_text: the compiled
+    program's text, on demand (for a profile's op names). The other fields are
+    those of `Measurement` known before any step runs.
     """
 
     step: Callable[[Any], Any]
@@ -75,6 +81,7 @@ class Prepared(NamedTuple):
     flops_per_device_step: float | None
     compiled_memory: dict[str, int] | None
     compiler_options: str
+    hlo_text: Callable[[], str] | None = None
 
     def measurement(self, times: StepTimes) -> Measurement:
         """The Measurement of these timed steps."""
@@ -184,6 +191,7 @@ def _prepare_infer(config: BenchConfig) -> Prepared:
         flops_per_device_step=flops_from_cost_analysis(compiled.cost_analysis()),
         compiled_memory=_compiled_memory(compiled),
         compiler_options=compiler_options_text(options),
+        hlo_text=compiled.as_text,
     )
 
 
@@ -238,6 +246,7 @@ def _prepare_train(config: BenchConfig) -> Prepared:
         flops_per_device_step=flops_from_cost_analysis(compiled.cost_analysis()),
         compiled_memory=_compiled_memory(compiled),
         compiler_options=compiler_options_text(trainer.compiler_options),
+        hlo_text=compiled.as_text,
     )
 
 
@@ -250,11 +259,42 @@ def prepare(config: BenchConfig) -> Prepared:
     raise ValueError(f"mode must be 'infer' or 'train', got {config.mode!r}")
 
 
-def measure(config: BenchConfig) -> Measurement:
-    """Builds, compiles and times `config`; errors (incl. out of memory) propagate."""
+def measure(config: BenchConfig, *, profile_dir: Path | None = None,
+            profile_steps: int = 0) -> Measurement:
+    """Builds, compiles and times `config`; errors (incl. out of memory) propagate.
+
+    With `profile_steps` > 0, that many more steps run after the timed ones
+    inside a `jax.profiler` trace written to `profile_dir`, with `ops.md`
+    beside it (`zoo.bench.profile`). A profile that fails warns and is left
+    out; the measurement stands.
+    """
     prepared = prepare(config)
     times = time_steps(prepared.step, prepared.inputs, warmup=config.warmup, steps=config.steps)
-    return prepared.measurement(times)
+    result = prepared.measurement(times)
+    if profile_steps > 0 and profile_dir is not None:
+        try:
+            _write_profile(prepared, config, profile_dir, profile_steps,
+                           step_ms=summarize(times.seconds).p50_ms)
+        except Exception as error:  # noqa: BLE001 - the measured row must survive
+            warnings.warn(f"zoo bench: no profile for {config.label}: "
+                          f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
+        else:
+            result = result._replace(profile=str(profile_dir))
+    return result
+
+
+def _write_profile(prepared: Prepared, config: BenchConfig, profile_dir: Path, steps: int,
+                   step_ms: float) -> None:
+    from zoo.bench.profile import op_sources, op_times, ops_markdown, trace_steps
+
+    trace = trace_steps(prepared.step, prepared.inputs, steps, profile_dir)
+    try:  # op names are a nicety: a program without text still gets its table
+        sources = op_sources(prepared.hlo_text()) if prepared.hlo_text is not None else {}
+    except Exception:  # noqa: BLE001
+        sources = {}
+    ops = op_times(trace, steps, sources)
+    (profile_dir / "ops.md").write_text(ops_markdown(
+        ops, title=f"{config.label}: {steps} profiled steps", step_ms=step_ms))
 
 
 def step_fields(times: StepTimes, batch_size: int) -> dict[str, Any]:
@@ -301,6 +341,7 @@ def fill_row(row: dict[str, Any], result: Measurement) -> None:
         **step_fields(result.times, batch),
         device_peak_bytes=result.device_peak_bytes,
         compiler_options=result.compiler_options,
+        profile=result.profile,
     )
     if result.compiled_memory is not None:
         row["compiled_total_bytes"] = result.compiled_memory["total"]

@@ -71,6 +71,7 @@ ROW_SCHEMA: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("host_cpu", (str,), "host CPU model (x86: with family/model numbers)"),
     ("host_cpu_vector", (str, type(None)), "widest vector extension of the host CPU (avx512f, avx2, asimd, ...)"),
     ("host_cpu_cores", (int,), "host cores this process may run on"),
+    ("profile", (str, type(None)), "folder of the --profile-steps trace and ops.md, relative to the reports; None without"),
     ("step_ms_samples", (list,), "every timed step, ms (JSON lines only; not in CSV)"),
 )
 ROW_KEYS: tuple[str, ...] = tuple(key for key, _, _ in ROW_SCHEMA)

@@ -16,6 +16,7 @@ import gc
 import itertools
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from zoo.bench import measure
@@ -209,20 +210,39 @@ def run_benchmarks(
     auto_batch: bool = False,
     peak_override: float | None = None,
     progress: bool = True,
+    profile_steps: int = 0,
+    profile_root: Path | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Measures each configuration in turn, yielding its row as soon as it is done.
 
     With `auto_batch`, a configuration that runs out of memory is retried at
     half the batch until it fits (or cannot be halved); the row keeps the
-    requested batch in `requested_batch_size`.
+    requested batch in `requested_batch_size`. With `profile_steps` > 0, each
+    configuration also writes a trace of that many steps and its ops.md into
+    its own folder under `profile_root` (`zoo.bench.profile`); the row's
+    "profile" is that folder relative to `profile_root`'s parent.
     """
     from tqdm.auto import tqdm
+
+    from zoo.bench.profile import profile_directory_name
+
+    if profile_steps < 0:
+        raise ValueError(f"profile_steps must be >= 0, got {profile_steps}")
+    if profile_steps and profile_root is None:
+        raise ValueError("profile_steps needs a profile_root folder")
+
+    def measure_fn(config: BenchConfig) -> measure.Measurement:
+        if not profile_steps:
+            return measure.measure(config)
+        folder = profile_root / profile_directory_name(config.label)  # type: ignore[operator]
+        return measure.measure(config, profile_dir=folder, profile_steps=profile_steps)
 
     env = environment()
     bar = tqdm(configs, desc="zoo bench", unit="config", file=sys.stderr, disable=not progress)
     for config in bar:
         bar.set_postfix_str(config.label)
-        row = benchmark_config(config, env=env, peak_override=peak_override)
+        row = benchmark_config(config, env=env, peak_override=peak_override,
+                               measure_fn=measure_fn)
         attempt = config
         while auto_batch and row["status"] == "oom":
             smaller = _halved(attempt, env["num_devices"])
@@ -230,6 +250,10 @@ def run_benchmarks(
                 break
             attempt = smaller
             bar.set_postfix_str(attempt.label + " (auto-batch)")
-            row = benchmark_config(attempt, env=env, peak_override=peak_override)
+            row = benchmark_config(attempt, env=env, peak_override=peak_override,
+                                   measure_fn=measure_fn)
         row["requested_batch_size"] = config.batch_size
+        if row["profile"] is not None:
+            # Relative to the reports' folder (profile_root's parent), as committed.
+            row["profile"] = Path(row["profile"]).relative_to(profile_root.parent).as_posix()  # type: ignore[union-attr]
         yield row
