@@ -234,8 +234,12 @@ def run_benchmarks(
     def measure_fn(config: BenchConfig) -> measure.Measurement:
         if not profile_steps:
             return measure.measure(config)
-        folder = profile_root / profile_directory_name(config.label)  # type: ignore[operator]
-        return measure.measure(config, profile_dir=folder, profile_steps=profile_steps)
+        name = profile_directory_name(config.label)
+        result = measure.measure(config, profile_dir=profile_root / name,  # type: ignore[operator]
+                                 profile_steps=profile_steps)
+        # The row names the folder relative to the reports (profile_root's parent).
+        return (result if result.profile is None
+                else result._replace(profile=f"{profile_root.name}/{name}"))  # type: ignore[union-attr]
 
     env = environment()
     bar = tqdm(configs, desc="zoo bench", unit="config", file=sys.stderr, disable=not progress)
@@ -253,7 +257,4 @@ def run_benchmarks(
             row = benchmark_config(attempt, env=env, peak_override=peak_override,
                                    measure_fn=measure_fn)
         row["requested_batch_size"] = config.batch_size
-        if row["profile"] is not None:
-            # Relative to the reports' folder (profile_root's parent), as committed.
-            row["profile"] = Path(row["profile"]).relative_to(profile_root.parent).as_posix()  # type: ignore[union-attr]
         yield row
