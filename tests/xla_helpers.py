@@ -43,3 +43,15 @@ def batch_and_replicated_shardings():
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
     return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")),
             jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+def dot_operand_types(hlo_text: str) -> list[tuple[str, ...]]:
+    """The element types of every `dot`'s operands in a compiled module's
+    `as_text()`, fused or not, e.g. [("bf16", "bf16"), ("f32", "f32")].
+
+    Instruction names are unique in a module, so each operand's type is read
+    from the line that defines it (a fusion body's parameter, for a fused dot).
+    """
+    types = dict(re.findall(r"^\s*(?:ROOT )?(%[\w.\-]+) = (\w+)\[", hlo_text, flags=re.MULTILINE))
+    return [tuple(types.get(name, "?") for name in re.findall(r"%[\w.\-]+", operands))
+            for operands in re.findall(r" dot\(([^)]*)\)", hlo_text)]

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from jax import lax
 
+from tests.xla_helpers import dot_operand_types
+from zoo import runtime
 from zoo.layers import cpu_conv
 from zoo.layers.cpu_conv import conv_general_dilated, dense_conv, patchify_conv, pointwise_conv
 from zoo.layers.winograd import winograd_conv3x3
@@ -217,6 +219,23 @@ def test_kernel_gradient_copies_no_activation_into_transposed_order(conv, kernel
                              or "[10,2," in t]
     assert activation_transposes == []
     assert "dot(" in hlo
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the CPU forms' HLO")
+@pytest.mark.parametrize("conv,kernel_shape,dots", [
+    (pointwise_conv, (1, 1, 6, 10), 3),
+    (lambda x, k: dense_conv(x, k, (1, 1), ((1, 1), (1, 1))), (3, 3, 6, 10), 3),
+    (patchify_conv, (3, 3, 6, 10), 3),
+])
+def test_bfloat16_products_of_a_training_step_multiply_bfloat16(conv, kernel_shape, dots):
+    # Forward, input-gradient and kernel-gradient products all in YNNPACK's
+    # bfloat16 kernels (zoo.layers.cpu_matmul): none converted to float32 first.
+    x = _random((2, 9, 9, 6), 11, jnp.bfloat16)
+    grads = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k).astype(jnp.float32))),
+                     argnums=(0, 1))
+    hlo = jax.jit(grads, compiler_options=runtime.compiler_options("cpu")).lower(
+        x, _random(kernel_shape, 12, jnp.bfloat16)).compile().as_text()
+    assert dot_operand_types(hlo) == [("bf16", "bf16")] * dots
 
 
 def test_default_dimension_numbers_are_nchw_and_go_to_xla():

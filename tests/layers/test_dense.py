@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from jax import lax
 
+from tests.xla_helpers import dot_operand_types
+from zoo import runtime
 from zoo.layers.dense import flat_dot_general
 
 DENSE = (((3,), (0,)), ((), ()))
@@ -57,3 +59,19 @@ def test_kernel_gradient_has_no_transposed_copy_of_the_activations():
         return [line for line in hlo.splitlines() if " transpose(" in line]
     # With lax.dot_general (jax 0.10) there is one: [10, 2, 9, 9] from x.
     assert transposes(flat_dot_general) == []
+
+
+def test_bfloat16_dense_is_the_float32_product_rounded_and_multiplies_bfloat16_on_cpu():
+    x = _random((2, 5, 24), 6).astype(jnp.bfloat16)
+    kernel = _random((24, 16), 7).astype(jnp.bfloat16)
+    out = flat_dot_general(x, kernel, (((2,), (0,)), ((), ())))
+    assert out.dtype == jnp.bfloat16 and out.shape == (2, 5, 16)
+    want = x.astype(jnp.float32) @ kernel.astype(jnp.float32)
+    np.testing.assert_allclose(out.astype(jnp.float32), want, rtol=2.0 ** -8, atol=1e-4)
+    grad = jax.grad(lambda x, k: jnp.sum(jnp.sin(flat_dot_general(
+        x, k, (((2,), (0,)), ((), ()))).astype(jnp.float32))), argnums=(0, 1))
+    assert [g.dtype for g in grad(x, kernel)] == [jnp.bfloat16, jnp.bfloat16]
+    if jax.default_backend() == "cpu":   # zoo.layers.cpu_matmul's form: no float32 dot
+        hlo = jax.jit(grad, compiler_options=runtime.compiler_options("cpu")).lower(
+            x, kernel).compile().as_text()
+        assert dot_operand_types(hlo) == [("bf16", "bf16")] * 3

@@ -35,6 +35,7 @@ from jax import lax
 from zoo.layers.depthwise import output_hw as _output_hw
 from zoo.layers.depthwise import (add_windows_back, explicit_pads, largest_divisor,
                                   shifted_depthwise_conv, strided_windows)
+from zoo.layers.cpu_matmul import matmul, matmul_nt, matmul_tn
 from zoo.layers.winograd import winograd_conv3x3
 
 Padding = str | Sequence[tuple[int, int]]
@@ -122,8 +123,9 @@ def _patches(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
         [w for _, _, w in strided_windows(padded, kernel_hw, strides, dilation, out_hw)], axis=-1)
 
 
-def _kernel_grad_dot(x: jax.Array, grad: jax.Array) -> jax.Array:
-    """sum over batch and space of x[..., c] * grad[..., o] -> [c, o].
+def _kernel_grad_dot(x: jax.Array, grad: jax.Array, kernel: jax.Array) -> jax.Array:
+    """sum over batch and space of x[..., c] * grad[..., o] -> [c, o] (kernel: the
+    replicated array `matmul_tn` reads its bfloat16 copy's guard from).
 
     Batch and space are flattened into one contracting dimension first (a free
     reshape of NHWC): given three, XLA's CPU dot canonicalisation copies both
@@ -132,7 +134,19 @@ def _kernel_grad_dot(x: jax.Array, grad: jax.Array) -> jax.Array:
     1x1 conv at 56x56, batch 8: 9.5 -> 6.4 ms alone; in a resnet50 training
     step the copies were 134M elements, benchmarks/NOTES.md entry 5).
     """
-    return jnp.matmul(x.reshape(-1, x.shape[-1]).T, grad.reshape(-1, grad.shape[-1]))
+    return matmul_tn(x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1]),
+                     predicate_from=kernel)
+
+
+def _rows_times(x: jax.Array, matrix: jax.Array) -> jax.Array:
+    """[..., k] x [k, n] -> [..., n], as one [rows, k] product (`cpu_matmul.matmul`)."""
+    return matmul(x.reshape(-1, x.shape[-1]), matrix).reshape(*x.shape[:-1], matrix.shape[1])
+
+
+def _rows_times_transposed(grad: jax.Array, matrix: jax.Array) -> jax.Array:
+    """[..., n] x [k, n]^T -> [..., k], as one [rows, n] product (`cpu_matmul.matmul_nt`)."""
+    return matmul_nt(grad.reshape(-1, grad.shape[-1]), matrix).reshape(*grad.shape[:-1],
+                                                                        matrix.shape[0])
 
 
 @jax.custom_vjp
@@ -146,7 +160,7 @@ def pointwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     Returns:
       [batch, height, width, out_channels] in the dtype of x and kernel.
     """
-    return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
+    return _rows_times(x, kernel[0, 0])
 
 
 def _pointwise_forward(x, kernel):
@@ -155,8 +169,8 @@ def _pointwise_forward(x, kernel):
 
 def _pointwise_backward(residuals, grad):
     x, kernel = residuals
-    x_grad = jnp.einsum("nhwo,co->nhwc", grad, kernel[0, 0])
-    kernel_grad = _kernel_grad_dot(x, grad)[None, None]
+    x_grad = _rows_times_transposed(grad, kernel[0, 0])
+    kernel_grad = _kernel_grad_dot(x, grad, kernel)[None, None]
     return x_grad.astype(x.dtype), kernel_grad.astype(kernel.dtype)
 
 
@@ -183,7 +197,7 @@ def patchify_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     out_h, out_w = height // kh, width // kw
     patches = x[:, :out_h * kh, :out_w * kw, :].reshape(batch, out_h, kh, out_w, kw, in_channels)
     patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(-1, kh * kw * in_channels)
-    out = patches @ kernel.reshape(-1, out_channels)
+    out = matmul(patches, kernel.reshape(-1, out_channels))
     return out.reshape(batch, out_h, out_w, out_channels)
 
 
@@ -194,7 +208,7 @@ def _conv_output_hw(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], p
 
 
 def _patches_times_kernel(patches: jax.Array, kernel: jax.Array) -> jax.Array:
-    return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(-1, kernel.shape[3]))
+    return _rows_times(patches, kernel.reshape(-1, kernel.shape[3]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -246,7 +260,7 @@ def _im2col_input_grad(x: jax.Array, kernel: jax.Array, grad: jax.Array, strides
     kh, kw, in_channels, _ = kernel.shape
     (top, bottom), (left, right) = padding
     padded_hw = (x.shape[1] + top + bottom, x.shape[2] + left + right)
-    window_grads = jnp.einsum("nhwo,ko->nhwk", grad, kernel.reshape(-1, kernel.shape[3]))
+    window_grads = _rows_times_transposed(grad, kernel.reshape(-1, kernel.shape[3]))
     pieces = ((tap // kw, tap % kw, window_grads[..., tap * in_channels:(tap + 1) * in_channels])
               for tap in range(kh * kw))
     padded_grad = add_windows_back(pieces, padded_hw, strides, dilation)
@@ -264,7 +278,7 @@ def _dense_backward(strides, padding, dilation, residuals, grad):
     # 3x3 convs within ~10% of per-tap dots either way (benchmarks/NOTES.md, entry 5).
     if patches is None:
         patches = _patches(x, kernel.shape[:2], strides, padding, dilation, grad.shape[1:3])
-    kernel_grad = _kernel_grad_dot(patches, grad)
+    kernel_grad = _kernel_grad_dot(patches, grad, kernel)
     return x_grad, kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import jax
 from jax import lax
 
+from zoo.layers.cpu_matmul import is_bfloat16, matmul
+
 DimensionNumbers = tuple[tuple[tuple[int, ...], tuple[int, ...]], tuple[tuple[int, ...], tuple[int, ...]]]
 
 
@@ -37,6 +39,14 @@ def flat_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Dimensio
     if not dense_like:
         return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                preferred_element_type=preferred_element_type)
-    out = lax.dot_general(lhs.reshape(-1, lhs.shape[-1]), rhs, (((1,), (0,)), ((), ())),
-                          precision=precision, preferred_element_type=preferred_element_type)
+    rows = lhs.reshape(-1, lhs.shape[-1])
+    if preferred_element_type is None and is_bfloat16(rows, rhs):
+        # On CPU, the form XLA runs in bfloat16 kernels (zoo.layers.cpu_matmul).
+        out = lax.platform_dependent(
+            rows, rhs, cpu=matmul,
+            default=lambda rows, rhs: lax.dot_general(rows, rhs, (((1,), (0,)), ((), ())),
+                                                      precision=precision))
+    else:
+        out = lax.dot_general(rows, rhs, (((1,), (0,)), ((), ())), precision=precision,
+                              preferred_element_type=preferred_element_type)
     return out.reshape(*lhs.shape[:-1], rhs.shape[1])
