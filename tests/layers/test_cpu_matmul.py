@@ -39,13 +39,18 @@ def test_float32_products_are_the_plain_ones_bit_for_bit():
         assert np.array_equal(x, y)
 
 
-def test_bfloat16_products_are_the_float32_sums_rounded_once():
+@pytest.mark.parametrize("k,n", [(24, 16), (16, 24)])   # matmul_tn copies a, or g
+def test_bfloat16_products_are_the_float32_sums_rounded_once(k, n):
     a, b, g = (_random(shape, seed, jnp.bfloat16)
-               for shape, seed in (((40, 24), 3), ((24, 16), 4), ((40, 16), 5)))
+               for shape, seed in (((40, k), 3), ((k, n), 4), ((40, n), 5)))
     f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
     _close_to_rounded(matmul(a, b), f32(a) @ f32(b))
     _close_to_rounded(matmul_nt(g, b), f32(g) @ f32(b).T)
     _close_to_rounded(matmul_tn(a, g, predicate_from=b), f32(a).T @ f32(g))
+    assert matmul_tn(a, g).shape == (k, n)
+    unrounded = matmul_nt(g, b, float32_result=True)
+    assert unrounded.dtype == jnp.float32
+    np.testing.assert_allclose(unrounded, f32(g) @ f32(b).T, rtol=1e-6, atol=1e-5)
 
 
 def test_bfloat16_gradients_are_the_transposed_products():

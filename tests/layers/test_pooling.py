@@ -135,6 +135,29 @@ def test_max_pool_matches_flax_values_and_gradients_with_ties(window, strides, p
     assert int((grad != 0).sum()) > 0
 
 
+def test_bfloat16_max_pool_keeps_the_dtype_and_matches_float32():
+    # On CPU a bfloat16 pool runs in float32 and rounds back: values exactly
+    # flax's; each input's gradient is its winning windows' cotangents summed
+    # in float32 and rounded once.
+    x = jnp.maximum(jax.random.normal(jax.random.key(4), (2, 10, 9, 3)), 0.0)
+    x16 = x.astype(jnp.bfloat16)
+    ours = functools.partial(max_pool, window_shape=(3, 3), strides=(2, 2),
+                             padding=((1, 1), (1, 1)))
+    y = jax.jit(ours)(x16)
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(y.astype(jnp.float32)),
+                                  np.asarray(ours(x16.astype(jnp.float32))))
+    grad = jax.jit(jax.grad(_weighted_sum(ours)))(x16)
+    assert grad.dtype == jnp.bfloat16
+    # The cotangent of output cell i is i rounded to bfloat16.
+    rounded_weights = lambda y: jnp.arange(y.size, dtype=jnp.bfloat16).reshape(y.shape)  # noqa: E731
+    want = jax.grad(lambda x: (ours(x) * rounded_weights(ours(x)).astype(jnp.float32)).sum())(
+        x16.astype(jnp.float32))
+    np.testing.assert_allclose(np.asarray(grad.astype(jnp.float32)), np.asarray(want),
+                               rtol=2.0 ** -8)
+    assert int((grad != 0).sum()) > 0
+
+
 def test_max_pool_gradient_on_cpu_is_not_select_and_scatter():
     x = jnp.ones((1, 8, 8, 2))
     grad = jax.jit(jax.grad(lambda x: max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))).sum()))

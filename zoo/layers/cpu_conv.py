@@ -17,6 +17,12 @@ XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13, 14, 
 | other grouped | `grouped_conv`: XLA's conv forward and input gradient, the kernel gradient as group-batched dots per tap | XLA's grouped kernel-gradient conv: 7.8 s for one ResNeXt layer |
 | anything else (dilated input, NCHW) | XLA's conv | |
 
+The matrix products of these forms (1x1, patchify, im2col, and their
+gradients) are `zoo.layers.cpu_matmul`'s: in bfloat16 they run in YNNPACK's
+bfloat16 kernels, where XLA would convert them to float32 (resnet50 bfloat16
+steps 1.26-1.32x faster; benchmarks/NOTES.md, entry 23). XLA's own
+convolutions still compute bfloat16 in float32 on CPU.
+
 Other backends (GPU, TPU) always get `lax.conv_general_dilated`: the choice is
 made by `lax.platform_dependent` at lowering time, so one jitted function is
 right on every platform and exported artefacts carry both branches.
@@ -143,10 +149,11 @@ def _rows_times(x: jax.Array, matrix: jax.Array) -> jax.Array:
     return matmul(x.reshape(-1, x.shape[-1]), matrix).reshape(*x.shape[:-1], matrix.shape[1])
 
 
-def _rows_times_transposed(grad: jax.Array, matrix: jax.Array) -> jax.Array:
+def _rows_times_transposed(grad: jax.Array, matrix: jax.Array, *,
+                           float32_result: bool = False) -> jax.Array:
     """[..., n] x [k, n]^T -> [..., k], as one [rows, n] product (`cpu_matmul.matmul_nt`)."""
-    return matmul_nt(grad.reshape(-1, grad.shape[-1]), matrix).reshape(*grad.shape[:-1],
-                                                                        matrix.shape[0])
+    rows = matmul_nt(grad.reshape(-1, grad.shape[-1]), matrix, float32_result=float32_result)
+    return rows.reshape(*grad.shape[:-1], matrix.shape[0])
 
 
 @jax.custom_vjp
@@ -260,7 +267,10 @@ def _im2col_input_grad(x: jax.Array, kernel: jax.Array, grad: jax.Array, strides
     kh, kw, in_channels, _ = kernel.shape
     (top, bottom), (left, right) = padding
     padded_hw = (x.shape[1] + top + bottom, x.shape[2] + left + right)
-    window_grads = _rows_times_transposed(grad, kernel.reshape(-1, kernel.shape[3]))
+    # In bfloat16 the windows' gradients are summed back in float32 and rounded
+    # once (module docstring of zoo.layers.cpu_matmul).
+    window_grads = _rows_times_transposed(grad, kernel.reshape(-1, kernel.shape[3]),
+                                          float32_result=True)
     pieces = ((tap // kw, tap % kw, window_grads[..., tap * in_channels:(tap + 1) * in_channels])
               for tap in range(kh * kw))
     padded_grad = add_windows_back(pieces, padded_hw, strides, dilation)

@@ -197,6 +197,7 @@ def _argmax_pool_forward(x, window, strides, pads):
 def _argmax_pool_backward(window, strides, pads, residuals, grad):
     argmax, (_, height, width, _) = residuals
     (top, bottom), (left, right) = pads
+
     zero = jnp.zeros((), grad.dtype)
     # Each output's gradient, kept only at its winning tap, goes back to the
     # padded pixel that tap read.
@@ -227,7 +228,9 @@ def max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int] |
     Lowered for CPU, floating-point input takes `argmax_max_pool`: XLA's CPU
     select-and-scatter (the gradient of flax's version) takes 64 ms for a
     3x3/2 pool at [8, 112, 112, 64] forward and backward, the argmax form
-    16-20 ms. Other platforms and dtypes keep flax's.
+    16-20 ms; bfloat16 input is pooled in float32 there and the result
+    rounded back (exact: the max of bfloat16 values is one of them). Other
+    platforms and non-floating dtypes keep flax's.
     """
     _check_nhwc(x, "max_pool")
     window = int_pair(tuple(window_shape), "window_shape")
@@ -241,6 +244,15 @@ def max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int] |
     (top, bottom), (left, right) = explicit_pads(padding, x.shape[1:3], window, stride, (1, 1))
     if min(top, bottom, left, right) < 0:
         return flax_pool(x)
-    return lax.platform_dependent(
-        x, cpu=lambda x: argmax_max_pool(x, window, stride, ((top, bottom), (left, right))),
-        default=flax_pool)
+
+    def cpu_pool(x: jax.Array) -> jax.Array:
+        pads = ((top, bottom), (left, right))
+        if x.dtype == jnp.float32:
+            return argmax_max_pool(x, window, stride, pads)
+        # Lower precisions pool in float32 (the max is exact either way): XLA's
+        # CPU backend rounds every bfloat16 op of the backward pass's long
+        # compare-and-select chain, 572 -> 184 ms for a 3x3/2 pool at
+        # [8, 112, 112, 64] forward and backward (benchmarks/NOTES.md, entry 23).
+        return argmax_max_pool(x.astype(jnp.float32), window, stride, pads).astype(x.dtype)
+
+    return lax.platform_dependent(x, cpu=cpu_pool, default=flax_pool)
