@@ -27,6 +27,15 @@ def test_gelu_gradient_and_dtype():
     assert gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16
 
 
+def test_bfloat16_gelu_is_the_float32_gelu_rounded_once():
+    x = jnp.linspace(-6, 6, 401, dtype=jnp.float32).astype(jnp.bfloat16)
+    y = jax.jit(gelu)(x)
+    assert y.dtype == jnp.bfloat16
+    want = gelu(x.astype(jnp.float32)).astype(jnp.bfloat16)
+    np.testing.assert_array_equal(np.asarray(y.astype(jnp.float32)),
+                                  np.asarray(want.astype(jnp.float32)))
+
+
 def test_mlp_shapes_and_equals_manual_computation():
     x = jax.random.normal(jax.random.key(0), (2, 5, 8))
     module = Mlp(hidden_features=32, out_features=6)
