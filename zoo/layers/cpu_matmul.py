@@ -67,8 +67,7 @@ def matmul_nt(g: jax.Array, b: jax.Array, *, float32_result: bool = False) -> ja
 
     b is a kernel-sized operand: in bfloat16 its transpose is copied once.
     float32_result: return bfloat16 products unrounded, in float32, for
-    element-wise work after them (XLA's CPU backend rounds every bfloat16
-    element-wise op, and vectorises the roundings poorly)."""
+    element-wise work after them (module docstring)."""
     if not is_bfloat16(g, b):
         return jnp.matmul(g, b.T)
     return _wide_product(g, _row_major_transpose(b, None),
@@ -79,10 +78,11 @@ def matmul_tn(a: jax.Array, g: jax.Array, *, predicate_from: jax.Array | None = 
               ) -> jax.Array:
     """a^T @ g: [m, k] x [m, n] -> [k, n], contracting the rows (a kernel gradient).
 
-    In bfloat16, a^T is copied (as large as a). Under jit over a device mesh
-    pass a small replicated array (the kernel) as `predicate_from`: the copy's
-    guard reads one element, and an element of a batch-sharded activation lives
-    on one device (see `loop_fusion_barrier`)."""
+    In bfloat16 the narrower of a and g is copied transposed (as large as
+    it). Under jit over a device mesh pass a small replicated array (the
+    kernel) as `predicate_from`: the copy's guard reads one element, and an
+    element of a batch-sharded activation lives on one device (see
+    `loop_fusion_barrier`)."""
     if not is_bfloat16(a, g):
         return jnp.matmul(a.T, g)
     if a.shape[1] > g.shape[1]:
