@@ -158,6 +158,23 @@ def test_bfloat16_max_pool_keeps_the_dtype_and_matches_float32():
     assert int((grad != 0).sum()) > 0
 
 
+def test_float64_max_pool_stays_float64():
+    # Only precisions below float32 are pooled in float32: float64 values
+    # (1e-12 apart here) must come back exactly, gradients too.
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(5).standard_normal((2, 7, 7, 2)) * (1 + 1e-12),
+                        jnp.float64)
+        ours = functools.partial(max_pool, window_shape=(3, 3), strides=(2, 2),
+                                 padding=((1, 1), (1, 1)))
+        flax = functools.partial(nn.max_pool, window_shape=(3, 3), strides=(2, 2),
+                                 padding=((1, 1), (1, 1)))
+        y = jax.jit(ours)(x)
+        assert y.dtype == jnp.float64
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(flax(x)))
+        np.testing.assert_array_equal(np.asarray(jax.grad(_weighted_sum(ours))(x)),
+                                      np.asarray(jax.grad(_weighted_sum(flax))(x)))
+
+
 def test_max_pool_gradient_on_cpu_is_not_select_and_scatter():
     x = jnp.ones((1, 8, 8, 2))
     grad = jax.jit(jax.grad(lambda x: max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))).sum()))

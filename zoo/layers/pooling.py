@@ -197,7 +197,6 @@ def _argmax_pool_forward(x, window, strides, pads):
 def _argmax_pool_backward(window, strides, pads, residuals, grad):
     argmax, (_, height, width, _) = residuals
     (top, bottom), (left, right) = pads
-
     zero = jnp.zeros((), grad.dtype)
     # Each output's gradient, kept only at its winning tap, goes back to the
     # padded pixel that tap read.
@@ -228,7 +227,7 @@ def max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int] |
     Lowered for CPU, floating-point input takes `argmax_max_pool`: XLA's CPU
     select-and-scatter (the gradient of flax's version) takes 64 ms for a
     3x3/2 pool at [8, 112, 112, 64] forward and backward, the argmax form
-    16-20 ms; bfloat16 input is pooled in float32 there and the result
+    16-20 ms; bfloat16 and float16 input is pooled in float32 there and the result
     rounded back (exact: the max of bfloat16 values is one of them). Other
     platforms and non-floating dtypes keep flax's.
     """
@@ -247,7 +246,7 @@ def max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int] |
 
     def cpu_pool(x: jax.Array) -> jax.Array:
         pads = ((top, bottom), (left, right))
-        if x.dtype == jnp.float32:
+        if jnp.finfo(x.dtype).bits >= 32:
             return argmax_max_pool(x, window, stride, pads)
         # Lower precisions pool in float32 (the max is exact either way): XLA's
         # CPU backend rounds every bfloat16 op of the backward pass's long
