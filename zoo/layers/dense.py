@@ -39,14 +39,14 @@ def flat_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Dimensio
     if not dense_like:
         return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                preferred_element_type=preferred_element_type)
+    def rows_times(rows: jax.Array, rhs: jax.Array) -> jax.Array:
+        return lax.dot_general(rows, rhs, (((1,), (0,)), ((), ())), precision=precision,
+                               preferred_element_type=preferred_element_type)
+
     rows = lhs.reshape(-1, lhs.shape[-1])
     if preferred_element_type is None and is_bfloat16(rows, rhs):
         # On CPU, the form XLA runs in bfloat16 kernels (zoo.layers.cpu_matmul).
-        out = lax.platform_dependent(
-            rows, rhs, cpu=matmul,
-            default=lambda rows, rhs: lax.dot_general(rows, rhs, (((1,), (0,)), ((), ())),
-                                                      precision=precision))
+        out = lax.platform_dependent(rows, rhs, cpu=matmul, default=rows_times)
     else:
-        out = lax.dot_general(rows, rhs, (((1,), (0,)), ((), ())), precision=precision,
-                              preferred_element_type=preferred_element_type)
+        out = rows_times(rows, rhs)
     return out.reshape(*lhs.shape[:-1], rhs.shape[1])
