@@ -238,6 +238,46 @@ def test_bfloat16_products_of_a_training_step_multiply_bfloat16(conv, kernel_sha
     assert dot_operand_types(hlo) == [("bf16", "bf16")] * dots
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the CPU forms' HLO")
+@pytest.mark.parametrize("channels,limit,xla_convs", [
+    (cpu_conv.BF16_IM2COL_MIN_CHANNELS, cpu_conv.KEPT_PATCHES_LIMIT, (0, 0)),      # the patches
+    (cpu_conv.BF16_IM2COL_MIN_CHANNELS - 1, cpu_conv.KEPT_PATCHES_LIMIT, (1, 3)),  # narrower
+    (cpu_conv.BF16_IM2COL_MIN_CHANNELS, 0, (1, 3)),           # patches too big to keep
+])
+def test_wide_bfloat16_convs_run_from_their_patches_at_any_size(channels, limit, xla_convs,
+                                                                 monkeypatch):
+    # A stride-1 3x3 conv with a 14x14 output would be XLA's (which computes
+    # bfloat16 in float32 on CPU); wide enough, inference and training are the
+    # im2col products in bfloat16 instead, and equal XLA's float32 conv of the
+    # same numbers to bfloat16's precision.
+    monkeypatch.setattr(cpu_conv, "KEPT_PATCHES_LIMIT", limit)
+    x = _random((1, 14, 14, channels), 21, jnp.bfloat16)
+    kernel = _random((3, 3, channels, channels), 22, jnp.bfloat16) * 0.05
+
+    def conv(conv_fn, x, k):
+        return conv_fn(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_numbers(x, k))
+
+    def value_and_grads(conv_fn, x, k):
+        loss = lambda x, k: jnp.sum(jnp.sin(conv(conv_fn, x, k).astype(jnp.float32)))
+        return conv(conv_fn, x, k), jax.grad(loss, argnums=(0, 1))(x, k)
+
+    options = runtime.compiler_options("cpu")
+    infer = jax.jit(lambda x, k: conv(conv_general_dilated, x, k), compiler_options=options)
+    train = jax.jit(lambda x, k: value_and_grads(conv_general_dilated, x, k)[1],
+                    compiler_options=options)
+    hlos = [f.lower(x, kernel).compile().as_text() for f in (infer, train)]
+    assert tuple(hlo.count(" convolution(") for hlo in hlos) == xla_convs
+    if xla_convs == (0, 0):
+        assert [dot_operand_types(hlo) for hlo in hlos] == [[("bf16", "bf16")] * n for n in (1, 3)]
+    got, got_grads = jax.jit(lambda x, k: value_and_grads(conv_general_dilated, x, k))(x, kernel)
+    want, want_grads = value_and_grads(lax.conv_general_dilated, x.astype(jnp.float32),
+                                       kernel.astype(jnp.float32))
+    assert got.dtype == jnp.bfloat16
+    for g, w in zip((got, *got_grads), (want, *want_grads)):
+        error = jnp.max(jnp.abs(g.astype(jnp.float32) - w))
+        assert float(error) <= 0.01 * float(jnp.max(jnp.abs(w)))
+
+
 def test_default_dimension_numbers_are_nchw_and_go_to_xla():
     # lax's default layout is NCHW/OIHW; this shape would also pass the NHWC
     # depthwise checks (last dims equal the group count), so it must not be

@@ -3,7 +3,7 @@
 Pass `conv_general_dilated=conv_general_dilated` (this module's) to `nn.Conv`.
 Parameters, shapes and results are those of `lax.conv_general_dilated`; when
 the computation is lowered for CPU, NHWC/HWIO convolutions take a form that
-XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13, 14, 17 and 21):
+XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13, 14, 17, 21 and 24):
 
 | convolution | on CPU | why |
 |---|---|---|
@@ -11,6 +11,7 @@ XLA's CPU backend runs faster (benchmarks/NOTES.md, entries 1, 4, 5, 7, 13, 14, 
 | 1x1, groups 1, no padding | a matrix product, `pointwise_conv` | XLA's 1x1 kernel gradient is ~8x slower than a dot |
 | patchify (kernel = stride, no padding: ViT, ConvNeXt stem and downsampling) | a matrix product over non-overlapping patches, `patchify_conv` | |
 | 3x3, stride 1, padding 1, float32, at least WINOGRAD_MIN_CHANNELS (256) channels in and out, output of at least 10x10 | Winograd's F(2x2, 3x3), `winograd_conv3x3` (zoo.layers.winograd): 16 batched dots with 2.25x fewer multiply-adds, gradients included | whole steps, speed per round (entry 21): inference vgg16 1.24-1.27x, vgg11 1.29x, wide_resnet50_2 1.09x, resnet18 1.06x, resnet50 1.01-1.03x; training 1.01-1.14x |
+| bfloat16 dense (groups 1), at least BF16_IM2COL_MIN_CHANNELS (128) channels in and out, im2col patches of at most KEPT_PATCHES_LIMIT elements | `dense_conv` from the patches, forward (inference too) and backward | XLA's CPU convs compute bfloat16 in float32, the patches' product runs in bfloat16: forward + backward 14x14x256 19.6 -> 13.8 ms, 28x28x512 288 -> 179; resnet50 bfloat16 training step 1.13x |
 | dense (groups 1), stride 1, no dilation, output of at least 14x14 | XLA's conv and its own gradients | with Zoo's compile options (zoo.runtime: Eigen's convolutions, not YNNPACK's) these beat `dense_conv` in training: resnet50 step 1387 -> 1303 ms, resnet18 767 -> 646, vgg11 2453 -> 2105 (28x28 and up); from 14x14, resnet50 2%, resnet18 4%, inception_v3 3% more |
 | other dense (groups 1) | `dense_conv`: XLA's conv forward and input gradient, the kernel gradient as one dot; in training, where the im2col patches are small enough to keep, all three from the patches | XLA's kernel-gradient conv is slower (7x7/2 RGB stem: 192 -> 42 ms; 3x3 at 7x7x512: 23 -> 13 ms); building the patches once saves a pass (3x3 at 56x56x64, forward + backward: 75 -> 56 ms) |
 | grouped (1 < groups < channels: ResNeXt), output of at least 28x28, or 14x14 at stride 1 | `supergroup_conv`: dense convs (XLA's, gradients included) over super-groups of about SUPERGROUP_CHANNELS input channels, with block-diagonal kernels | XLA's grouped conv runs a generic loop: ResNeXt's 3x3 at 56x56x128, 32 groups, forward + backward 166 -> 32 ms despite 8x the multiply-adds |
@@ -103,6 +104,19 @@ WINOGRAD_MIN_PIXELS = 10 * 10
 SUPERGROUP_CHANNELS = 32
 SUPERGROUP_MIN_PIXELS = 28 * 28
 SUPERGROUP_MIN_PIXELS_STRIDE_1 = 14 * 14
+
+# In bfloat16, dense convolutions with at least BF16_IM2COL_MIN_CHANNELS input
+# and output channels whose im2col patches fit KEPT_PATCHES_LIMIT are computed
+# from the patches, forward (inference too) and backward, at every size: XLA's
+# CPU convolutions compute bfloat16 in float32, while the patches' product runs
+# in YNNPACK's bfloat16 kernels (zoo.layers.cpu_matmul). Batch 8, bfloat16,
+# XLA's conv against the patches, interleaved medians (NOTES.md, entry 24):
+# forward 14x14x256 9.6 -> 7.1 ms, 28x28x512 145 -> 100, 28x28x128 a tie;
+# forward + backward 28x28x128 19.7 -> 17.4, 14x14x256 19.6 -> 13.8, 28x28x512
+# 288 -> 179. With fewer channels the patches cost more than the product saves:
+# 56x56x64 forward + backward 24.3 -> 33.9 ms, 128 -> 32 channels at 56x56
+# 22.7 -> 44.8 (DenseNet), so those stay as above.
+BF16_IM2COL_MIN_CHANNELS = 128
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads,
@@ -214,6 +228,16 @@ def _conv_output_hw(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], p
     return _output_hw(padded_hw, kernel.shape[:2], strides, dilation)
 
 
+def _bf16_im2col(x: jax.Array, kernel: jax.Array, out_hw: tuple[int, int]) -> bool:
+    """Whether this bfloat16 convolution runs from its im2col patches at any
+    size (BF16_IM2COL_MIN_CHANNELS)."""
+    kh, kw, in_channels, out_channels = kernel.shape
+    patch_elements = x.shape[0] * out_hw[0] * out_hw[1] * kh * kw * in_channels
+    return (x.dtype == kernel.dtype == jnp.bfloat16
+            and min(in_channels, out_channels) >= BF16_IM2COL_MIN_CHANNELS
+            and patch_elements <= KEPT_PATCHES_LIMIT)
+
+
 def _patches_times_kernel(patches: jax.Array, kernel: jax.Array) -> jax.Array:
     return _rows_times(patches, kernel.reshape(-1, kernel.shape[3]))
 
@@ -233,17 +257,19 @@ def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
       [batch, out_height, out_width, out_channels].
 
     Forward and input gradient are XLA's (for outputs of at most
-    SMALL_OUTPUT_PIXELS, one dot over the windows side by side and its
+    SMALL_OUTPUT_PIXELS, and for wide bfloat16 convolutions whose patches fit
+    (BF16_IM2COL_MIN_CHANNELS), one dot over the windows side by side and its
     transpose); the kernel gradient is one dot of all kernel taps' windows side
     by side with grad, d/dkernel[i, j] = window(i, j)^T @ grad for every tap,
     instead of XLA's convolution over the batch. Under differentiation, when
     those windows (the im2col patches) have at most KEPT_PATCHES_LIMIT
     elements, the forward pass is the patches times the kernel and keeps the
     patches for the kernel gradient, and the input gradient is the im2col
-    form's transpose; inference never pays for the patches.
+    form's transpose; inference pays for the patches only where they are its
+    forward pass.
     """
     out_hw = _conv_output_hw(x, kernel, strides, padding, dilation)
-    if out_hw[0] * out_hw[1] > SMALL_OUTPUT_PIXELS:
+    if out_hw[0] * out_hw[1] > SMALL_OUTPUT_PIXELS and not _bf16_im2col(x, kernel, out_hw):
         return _xla_conv(x, kernel, strides, padding, dilation)
     patches = _patches(x, kernel.shape[:2], strides, padding, dilation, out_hw)
     return _patches_times_kernel(patches, kernel)
@@ -404,7 +430,7 @@ def _cpu_form(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pa
                 and min(rhs.shape[2:]) >= WINOGRAD_MIN_CHANNELS
                 and out_h * out_w >= WINOGRAD_MIN_PIXELS):
             return winograd_conv3x3
-        if out_h * out_w >= XLA_CONV_MIN_PIXELS:
+        if out_h * out_w >= XLA_CONV_MIN_PIXELS and not _bf16_im2col(lhs, rhs, (out_h, out_w)):
             return None                        # XLA's, gradients included
     return lambda x, k: dense_conv(x, k, strides, pads, dilation)
 
