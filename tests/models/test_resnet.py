@@ -161,6 +161,30 @@ def test_drop_rate_is_active_only_when_training():
     np.testing.assert_allclose(eval_a, eval_plain, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype,train,barriers", [
+    (jnp.bfloat16, True, 1),     # the stem pool's gradient is written once
+    (jnp.float32, True, 0),      # in float32 the barrier did not pay
+    (jnp.bfloat16, False, 0),    # no backward pass
+])
+def test_stem_pool_gradient_barrier_only_in_low_precision_training(dtype, train, barriers,
+                                                                   monkeypatch):
+    from zoo.models import resnet
+    calls = []
+
+    def recording_barrier(x, anchor):
+        calls.append((x.shape, anchor.shape))
+        return x
+    monkeypatch.setattr(resnet, "gradient_barrier", recording_barrier)
+    model = ResNet("basic", (1, 1), num_classes=3, dtype=dtype)
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    variables = registry.init_shapes(model, x.shape)
+    jax.eval_shape(functools.partial(model.apply, train=train, mutable=["batch_stats"]),
+                   variables, x)
+    # [batch, 8, 8, 64]: after the 7x7/2 stem and the 3x3/2 pool; anchored on
+    # the stem kernel, replicated under data parallelism.
+    assert calls == [((2, 8, 8, 64), (7, 7, 3, 64))] * barriers
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"block": "basic", "groups": 32}, "basic blocks support only groups=1"),
     ({"stem": "tiny"}, "stem must be 'imagenet' or 'cifar'"),

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.layers.conv_bn_act import ConvBNAct
-from zoo.layers.fusion_fence import recompute_fence
+from zoo.layers.fusion_fence import gradient_barrier, recompute_fence
 from zoo.layers.make_divisible import make_divisible
 from zoo.layers.pooling import global_avg_pool, max_pool
 from zoo.layers.squeeze_excite import SqueezeExcite
@@ -211,6 +211,12 @@ class ResNet(nn.Module):
         if self.stem == "imagenet":
             x = conv(64, 7, 2, name="stem")(x, train=train)
             x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            if train and jnp.finfo(self.dtype).bits < 32:
+                # In bfloat16 the pool's gradient (two products' sum, each rounded)
+                # was recomputed at each of its 9 taps on CPU: written once, the
+                # pool's backward takes 41 -> 22 ms of a resnet50 step (in float32
+                # the barrier did not pay; benchmarks/NOTES.md, entries 18 and 24).
+                x = gradient_barrier(x, self.variables["params"]["stem"]["conv"]["kernel"])
         else:
             x = conv(64, 3, 1, name="stem")(x, train=train)
         block = functools.partial(
