@@ -211,7 +211,7 @@ class ResNet(nn.Module):
         if self.stem == "imagenet":
             x = conv(64, 7, 2, name="stem")(x, train=train)
             x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-            if train and jnp.finfo(self.dtype).bits < 32:
+            if train and jnp.finfo(x.dtype).bits < 32:
                 # In bfloat16 the pool's gradient (two products' sum, each rounded)
                 # was recomputed at each of its 9 taps on CPU: written once, the
                 # pool's backward takes 41 -> 22 ms of a resnet50 step (in float32
