@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from zoo.layers.activations import in_float32
 from zoo.layers.dense import flat_dot_general
 from zoo.layers.fusion_fence import cpu_library_fusion_fence
 
@@ -22,6 +23,10 @@ from zoo.layers.fusion_fence import cpu_library_fusion_fence
 # trunc_normal_(std=0.02) truncated at +-2 in absolute value, i.e. at 100
 # standard deviations: a plain normal in practice.
 dense_kernel_init = nn.initializers.normal(0.02)
+
+
+def _erf_gelu(x: jax.Array) -> jax.Array:
+    return x * (0.5 + 0.5 * lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -34,14 +39,11 @@ def gelu(x: jax.Array) -> jax.Array:
     [8, 56, 56, 384] against 3.0 ms with erf, the formula PyTorch's CPU kernel
     uses (benchmarks/NOTES.md, entry 7). The two differ by at most 1e-6.
     """
-    # bfloat16 is computed in float32 and rounded once, as PyTorch's GELU
-    # kernels do. XLA's CPU backend would round after each of its six ops:
-    # convnext_tiny bfloat16 inference 1.10x [1.08, 1.11] per round with it
-    # (benchmarks/NOTES.md, entry 23).
-    dtype = x.dtype
-    if dtype == jnp.bfloat16:
-        x = x.astype(jnp.float32)
-    y = (x * (0.5 + 0.5 * lax.erf(x * np.sqrt(0.5).astype(x.dtype)))).astype(dtype)
+    # bfloat16 is computed in float32 and rounded once (zoo.layers.activations),
+    # as PyTorch's GELU kernels do. XLA's CPU backend would round after each of
+    # its six ops: convnext_tiny bfloat16 inference 1.10x [1.08, 1.11] per round
+    # with it (benchmarks/NOTES.md, entry 23).
+    y = in_float32(_erf_gelu)(x)
     # On CPU, XLA put the GELU inside the YNNPACK fusion of the two Dense
     # products around it, and fed it the constants 0.5 and sqrt(0.5) as
     # buffers broadcast to the full activation (38 MB each at ConvNeXt-T's

@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.activations import sigmoid, silu
 from zoo.layers.conv_bn_act import ConvBNAct
 from zoo.layers.drop_path import DropPath
 from zoo.layers.make_divisible import make_divisible
@@ -157,14 +158,14 @@ class MBConvBlock(nn.Module):
             raise ValueError(f"{cfg.name} expects {cfg.in_channels} input channels, "
                              f"got shape {x.shape}")
         conv = functools.partial(
-            ConvBNAct, act=nn.silu, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+            ConvBNAct, act=silu, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
             bn_axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype)
         shortcut = x
         if cfg.hidden_channels != cfg.in_channels:
             x = conv(cfg.hidden_channels, 1, name="expand")(x, train=train)
         x = conv(cfg.hidden_channels, cfg.kernel, cfg.stride, groups=cfg.hidden_channels,
                  name="depthwise")(x, train=train)
-        x = SqueezeExcite(cfg.se_channels, act=nn.silu, gate=nn.sigmoid, dtype=self.dtype,
+        x = SqueezeExcite(cfg.se_channels, act=silu, gate=sigmoid, dtype=self.dtype,
                           param_dtype=self.param_dtype, name="se")(x)
         x = conv(cfg.out_channels, 1, act=None, name="project")(x, train=train)
         if cfg.stride == 1 and cfg.in_channels == cfg.out_channels:
@@ -231,11 +232,11 @@ class EfficientNet(nn.Module):
         x = x.astype(self.dtype)
         bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
                   bn_axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = ConvBNAct(blocks[0].in_channels, 3, 2, act=nn.silu, name="stem", **bn)(
+        x = ConvBNAct(blocks[0].in_channels, 3, 2, act=silu, name="stem", **bn)(
             x, train=train)
         for block in blocks:
             x = MBConvBlock(block, name=block.name, **bn)(x, train=train)
-        x = ConvBNAct(self.head_expand * blocks[-1].out_channels, 1, act=nn.silu,
+        x = ConvBNAct(self.head_expand * blocks[-1].out_channels, 1, act=silu,
                       name="final_conv", **bn)(x, train=train)
         x = jnp.mean(x, axis=(1, 2))
         if return_features or self.num_classes == 0:

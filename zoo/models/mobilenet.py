@@ -43,6 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.activations import hard_sigmoid, hard_swish
 from zoo.layers.conv_bn_act import ConvBNAct
 from zoo.layers.make_divisible import make_divisible
 from zoo.layers.squeeze_excite import SqueezeExcite
@@ -53,7 +54,7 @@ Activation = Literal["relu", "relu6", "hardswish"]
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
     "relu6": nn.relu6,
-    "hardswish": nn.hard_swish,
+    "hardswish": hard_swish,
 }
 
 # torchvision initialises MobileNet v2/v3 classifiers with N(0, 0.01).
@@ -197,7 +198,7 @@ class InvertedResidualBlock(nn.Module):
         x = conv(self.hidden_channels, self.kernel, self.stride, groups=self.hidden_channels,
                  act=self.act, name="depthwise")(x, train=train)
         if self.se_channels:
-            x = SqueezeExcite(self.se_channels, act=nn.relu, gate=nn.hard_sigmoid,
+            x = SqueezeExcite(self.se_channels, act=nn.relu, gate=hard_sigmoid,
                               dtype=self.dtype, param_dtype=self.param_dtype, name="se")(x)
         x = conv(self.out_channels, 1, act=None, name="project")(x, train=train)
         if self.stride == 1 and in_channels == self.out_channels:
