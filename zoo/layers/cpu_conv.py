@@ -228,14 +228,19 @@ def _conv_output_hw(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], p
     return _output_hw(padded_hw, kernel.shape[:2], strides, dilation)
 
 
+def _patches_fit(x: jax.Array, kernel: jax.Array, out_hw: tuple[int, int]) -> bool:
+    """Whether the im2col patches, [batch * out_h * out_w, kh * kw * in_channels],
+    have at most KEPT_PATCHES_LIMIT elements."""
+    kh, kw, in_channels, _ = kernel.shape
+    return x.shape[0] * out_hw[0] * out_hw[1] * kh * kw * in_channels <= KEPT_PATCHES_LIMIT
+
+
 def _bf16_im2col(x: jax.Array, kernel: jax.Array, out_hw: tuple[int, int]) -> bool:
     """Whether this bfloat16 convolution runs from its im2col patches at any
     size (BF16_IM2COL_MIN_CHANNELS)."""
-    kh, kw, in_channels, out_channels = kernel.shape
-    patch_elements = x.shape[0] * out_hw[0] * out_hw[1] * kh * kw * in_channels
     return (x.dtype == kernel.dtype == jnp.bfloat16
-            and min(in_channels, out_channels) >= BF16_IM2COL_MIN_CHANNELS
-            and patch_elements <= KEPT_PATCHES_LIMIT)
+            and min(kernel.shape[2:]) >= BF16_IM2COL_MIN_CHANNELS
+            and _patches_fit(x, kernel, out_hw))
 
 
 def _patches_times_kernel(patches: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -277,8 +282,7 @@ def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
 
 def _dense_forward(x, kernel, strides, padding, dilation):
     out_hw = _conv_output_hw(x, kernel, strides, padding, dilation)
-    rows = x.shape[0] * out_hw[0] * out_hw[1]
-    if rows * kernel.shape[0] * kernel.shape[1] * kernel.shape[2] > KEPT_PATCHES_LIMIT:
+    if not _patches_fit(x, kernel, out_hw):
         return dense_conv(x, kernel, strides, padding, dilation), (x, kernel, None)
     patches = _patches(x, kernel.shape[:2], strides, padding, dilation, out_hw)
     # x[:0] carries x's shape and dtype to the backward pass without its data.

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from zoo.layers.activations import in_float32
 from zoo.layers.depthwise import add_windows_back, explicit_pads, output_hw, strided_windows
 from zoo.layers.validation import int_pair
 
@@ -244,14 +245,12 @@ def max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int] |
     if min(top, bottom, left, right) < 0:
         return flax_pool(x)
 
+    # Lower precisions pool in float32 (the max is exact either way): XLA's
+    # CPU backend rounds every bfloat16 op of the backward pass's long
+    # compare-and-select chain, 572 -> 184 ms for a 3x3/2 pool at
+    # [8, 112, 112, 64] forward and backward (benchmarks/NOTES.md, entry 23).
+    @in_float32
     def cpu_pool(x: jax.Array) -> jax.Array:
-        pads = ((top, bottom), (left, right))
-        if jnp.finfo(x.dtype).bits >= 32:
-            return argmax_max_pool(x, window, stride, pads)
-        # Lower precisions pool in float32 (the max is exact either way): XLA's
-        # CPU backend rounds every bfloat16 op of the backward pass's long
-        # compare-and-select chain, 572 -> 184 ms for a 3x3/2 pool at
-        # [8, 112, 112, 64] forward and backward (benchmarks/NOTES.md, entry 23).
-        return argmax_max_pool(x.astype(jnp.float32), window, stride, pads).astype(x.dtype)
+        return argmax_max_pool(x, window, stride, ((top, bottom), (left, right)))
 
     return lax.platform_dependent(x, cpu=cpu_pool, default=flax_pool)
