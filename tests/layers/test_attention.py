@@ -1,4 +1,5 @@
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -102,3 +103,49 @@ def test_bfloat16_close_to_float32(setup):
 def test_bad_heads_raise():
     with pytest.raises(ValueError, match="num_heads=3"):
         MultiHeadSelfAttention(num_heads=3).init(jax.random.key(0), jnp.ones((1, 2, 16)))
+
+
+def _attention_loss(q, k, v):
+    out = scaled_dot_product_attention(q, k, v)
+    # Weights that differ per element, so no gradient cancels by symmetry.
+    return jnp.sum(out.astype(jnp.float32) * jnp.arange(out.size).reshape(out.shape) / out.size)
+
+
+def _qkv(dtype):
+    # Large enough that the softmax is far from uniform.
+    return [3.0 * jax.random.normal(jax.random.key(i), (2, 3, 7, 8)).astype(dtype)
+            for i in range(3)]
+
+
+def test_float32_gradient_is_plain_autodiff():
+    q, k, v = _qkv(jnp.float32)
+
+    def plain(q, k, v):
+        probs = jax.nn.softmax(jnp.einsum("bnth,bnsh->bnts", q, k) * 8 ** -0.5, axis=-1)
+        out = jnp.einsum("bnts,bnsh->bnth", probs, v)
+        return jnp.sum(out * jnp.arange(out.size).reshape(out.shape) / out.size)
+
+    for ours, theirs in zip(jax.grad(_attention_loss, (0, 1, 2))(q, k, v),
+                            jax.grad(plain, (0, 1, 2))(q, k, v)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_gradient_multiplies_bfloat16_and_matches_float32():
+    q, k, v = _qkv(jnp.bfloat16)
+    grads = jax.grad(_attention_loss, (0, 1, 2))
+    # Every product of the backward pass takes bfloat16 operands: autodiff of
+    # the float32-accumulated logits would multiply their float32 gradient by
+    # the (promoted) query and key.
+    # (Two forward products, four backward.)
+    lowered = jax.jit(jax.value_and_grad(_attention_loss, (0, 1, 2))).lower(q, k, v).as_text()
+    products = re.findall(r"stablehlo\.dot_general.*:\s*\(tensor<[\dx]*(\w+)>, tensor<[\dx]*(\w+)>\)",
+                          lowered)
+    assert len(products) == 6 and set(products) == {("bf16", "bf16")}, products
+    # Same gradients as float32 arithmetic on the same (bfloat16) values, to
+    # bfloat16's precision.
+    exact = jax.grad(_attention_loss, (0, 1, 2))(*(a.astype(jnp.float32) for a in (q, k, v)))
+    for ours, reference in zip(grads(q, k, v), exact):
+        assert ours.dtype == jnp.bfloat16
+        reference = np.asarray(reference)
+        np.testing.assert_allclose(np.asarray(ours, np.float32), reference,
+                                   atol=2e-2 * np.abs(reference).max())

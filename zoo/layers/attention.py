@@ -5,7 +5,10 @@ The qkv output is laid out [3, heads, head_dim] (q, k, v blocks, each split by
 head), the layout of timm's `Attention.qkv` and of torchvision's
 `nn.MultiheadAttention.in_proj_weight`, so their weights import one to one
 (transposed). Logits and softmax are computed in float32 whatever the
-computation dtype, so bfloat16 training stays stable.
+computation dtype, so bfloat16 training stays stable; in bfloat16 the
+gradient of the logits is rounded to bfloat16 before its two products, as
+FlashAttention's backward does, so every product of a bfloat16 step runs on
+bfloat16 operands (tensor cores on GPUs).
 """
 
 from __future__ import annotations
@@ -19,6 +22,43 @@ import jax.numpy as jnp
 
 from zoo.layers.dense import flat_dot_general
 from zoo.layers.mlp import dense_kernel_init
+
+
+def _logits(query: jax.Array, key: jax.Array) -> jax.Array:
+    """query key^T per batch and head, accumulated and returned in float32:
+    [batch, heads, tokens, head_dim] x [batch, heads, keys, head_dim] ->
+    [batch, heads, tokens, keys]."""
+    return jnp.einsum("bnth,bnsh->bnts", query, key, preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def _low_precision_logits(query: jax.Array, key: jax.Array) -> jax.Array:
+    """`_logits` of bfloat16 (or float16) query and key, whose gradient
+    multiplies in that dtype too.
+
+    Autodiff of `_logits` would multiply the float32 cotangent by the
+    low-precision key and query, which promotes both to float32: the two
+    backward products of every attention layer would leave the tensor cores
+    for float32 (TF32 at best on a GPU) at twice the bytes. Here the cotangent
+    is rounded once to the operands' dtype, and the products accumulate in
+    float32 as the forward's does.
+    """
+    return _logits(query, key)
+
+
+def _low_precision_logits_fwd(query: jax.Array, key: jax.Array) -> tuple[jax.Array, Any]:
+    return _logits(query, key), (query, key)
+
+
+def _low_precision_logits_bwd(residuals: Any, cotangent: jax.Array) -> tuple[jax.Array, jax.Array]:
+    query, key = residuals
+    cotangent = cotangent.astype(query.dtype)
+    d_query = jnp.einsum("bnts,bnsh->bnth", cotangent, key, preferred_element_type=jnp.float32)
+    d_key = jnp.einsum("bnts,bnth->bnsh", cotangent, query, preferred_element_type=jnp.float32)
+    return d_query.astype(query.dtype), d_key.astype(key.dtype)
+
+
+_low_precision_logits.defvjp(_low_precision_logits_fwd, _low_precision_logits_bwd)
 
 
 def scaled_dot_product_attention(
@@ -40,10 +80,13 @@ def scaled_dot_product_attention(
 
     Returns:
       [batch, heads, tokens, head_dim] in value's dtype. Logits and softmax
-      are float32 whatever the inputs' dtype, as in `jax.nn.dot_product_attention`.
+      are float32 whatever the inputs' dtype, as in `jax.nn.dot_product_attention`;
+      with bfloat16 (or float16) query and key the logits' gradient is
+      rounded to that dtype before its products (`_low_precision_logits`).
     """
     scale = query.shape[-1] ** -0.5
-    logits = jnp.einsum("bnth,bnsh->bnts", query, key, preferred_element_type=jnp.float32)
+    low_precision = query.dtype == key.dtype and jnp.finfo(query.dtype).bits < 32
+    logits = (_low_precision_logits if low_precision else _logits)(query, key)
     probs = jax.nn.softmax(logits.astype(jnp.float32) * scale, axis=-1)
     if dropout is not None:
         probs = dropout(probs)
