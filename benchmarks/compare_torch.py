@@ -13,6 +13,15 @@ first call, the compile, is timed apart). `--dtype bfloat16` runs Zoo in
 bfloat16 and PyTorch under `torch.autocast(bfloat16)`. Train mode is forward,
 cross-entropy, backward and an SGD Nesterov-momentum update on both sides.
 
+On a GPU both sides multiply float32 the same way (`--float32-precision`):
+by default on TF32 tensor cores (JAX's matmul precision "tensorfloat32";
+PyTorch's `fp32_precision = "tf32"` for matmuls and cuDNN convolutions),
+or `ieee` for full float32 on both ("highest" in JAX). Left to their
+defaults they differ: JAX runs float32 matmuls and convolutions on TF32,
+PyTorch its convolutions on TF32 but its matmuls (every layer of a ViT) in
+full float32. CPUs have no TF32: both compute float32 in full, and the
+option changes nothing there.
+
 The timed steps of Zoo and of every PyTorch variant of a configuration are
 interleaved, one step of each in turn (`zoo.bench.timing.time_interleaved`):
 on a shared machine whose speed drifts, timing one framework after the other
@@ -56,6 +65,8 @@ from zoo.bench.runner import BenchConfig, benchmark_config, record_error
 from zoo.bench.timing import StepTimes, paired_speed_ratio, time_interleaved, timed
 
 VARIANTS = ("eager", "channels_last", "compile")
+# --float32-precision: PyTorch's fp32_precision name -> JAX's matmul precision.
+FLOAT32_PRECISIONS = {"tf32": "tensorfloat32", "ieee": "highest"}
 # torchvision arguments that build the architecture Zoo's registry builds:
 # Zoo's GoogLeNet and Inception v3 leave out the auxiliary heads by default
 # (`aux_logits=False`), torchvision's build them (and return a namedtuple in
@@ -66,6 +77,21 @@ TORCHVISION_KWARGS: dict[str, dict[str, Any]] = {
     "googlenet": {"aux_logits": False, "init_weights": False},
     "inception_v3": {"aux_logits": False, "init_weights": False},
 }
+
+
+def set_torch_float32_precision(torch: Any, precision: str) -> None:
+    """PyTorch's float32 matmuls (cuBLAS) and cuDNN convolutions on `precision`:
+    "tf32" or "ieee". PyTorch 2.9 and newer name it `fp32_precision`; older
+    ones take the `allow_tf32` switches."""
+    if precision not in FLOAT32_PRECISIONS:
+        raise ValueError(f"float32 precision must be one of {tuple(FLOAT32_PRECISIONS)}, "
+                         f"got {precision!r}")
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision") and hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
+        matmul.fp32_precision = precision
+        cudnn.conv.fp32_precision = precision
+    else:
+        matmul.allow_tf32 = cudnn.allow_tf32 = precision == "tf32"
 
 
 def _sync(torch: Any, device: Any) -> None:
@@ -128,6 +154,7 @@ def prepare_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__, "device": str(device),
         "num_threads": torch.get_num_threads(), "params": None,
+        "float32_precision": args.float32_precision if device.type == "cuda" else "ieee",
     }
     try:
         model = torchvision.models.get_model(
@@ -262,9 +289,13 @@ def write_comparison(out: Path, zoo_rows: list[dict[str, Any]],
                      torch_rows: list[dict[str, Any]], command: str) -> str:
     """comparison.md (device line, ratio table, Zoo's own table, command); returns it."""
     env, first = zoo_rows[0], torch_rows[0] if torch_rows else {}
+    float32 = {"tf32": "float32 products on TF32 tensor cores on both sides",
+               "ieee": "float32 products in full float32 on both sides"}.get(
+                   first.get("float32_precision"), "float32 products as each side's default")
     device = (f"Device: {env['device_kind']} x{env['num_devices']}, host CPU {host_cpu_text(env)}, "
               f"jax {env['jax_version']}, torch {first.get('torch_version', '-')} "
-              f"({first.get('num_threads', '-')} threads). Steps of Zoo and of each PyTorch "
+              f"({first.get('num_threads', '-')} threads); {float32} (Zoo: matmul precision "
+              f"{env.get('matmul_precision', '-')}). Steps of Zoo and of each PyTorch "
               f"variant interleaved (one of each in turn); images/s = batch / median step. "
               f"Per round: the median over rounds of PyTorch eager's step over Zoo's step in "
               f"the same round, with its 95% sign-test interval; an interval that holds 1.00x "
@@ -288,6 +319,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="PyTorch variants for train mode (default: --variants); e.g. "
                         "eager,channels_last where torch.compile's CPU train step compiles "
                         "for longer than the run is worth")
+    p.add_argument("--float32-precision", choices=tuple(FLOAT32_PRECISIONS), default="tf32",
+                   help="float32 products on a GPU, the same for both: tf32 (tensor cores; JAX's "
+                        "default) or ieee (full float32). CPUs compute float32 in full either way")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--buffers", type=int, default=3)
@@ -300,7 +334,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        import torch  # noqa: F401
+        import torch
         import torchvision
     except ImportError:
         print("compare_torch needs the torch extra: pip install -e '.[torch]'", file=sys.stderr)
@@ -320,16 +354,21 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise ValueError(f"torchvision has no model named {missing}")
     modes = [m for m in args.mode.split(",") if m]
+    # Both sides multiply float32 alike on a GPU; a CPU has one way only.
+    env = environment()
+    if torch.cuda.is_available():
+        set_torch_float32_precision(torch, args.float32_precision)
+    matmul_precision = FLOAT32_PRECISIONS[args.float32_precision] if env["backend"] == "gpu" else None
     configs = expand_configs(names, batch_sizes=[args.batch_size], image_sizes=[args.image_size],
                              dtypes=[args.dtype], modes=modes, warmup=args.warmup,
-                             steps=args.steps, num_buffers=args.buffers)
+                             steps=args.steps, num_buffers=args.buffers,
+                             matmul_precision=matmul_precision)
     args.out.mkdir(parents=True, exist_ok=True)
     for path in (args.out / "zoo.jsonl", args.out / "torch.jsonl"):
         path.unlink(missing_ok=True)
     zoo_rows, torch_rows = [], []
     command = "python benchmarks/compare_torch.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = ""
-    env = environment()
     for config in configs:
         row, trows = compare_config(
             args, config, train_variants if config.mode == "train" else variants, env)

@@ -76,6 +76,25 @@ def test_mfu_none_without_peak_and_computed_with_peak_tflops(fake_measure):
     assert given["mfu"] == pytest.approx(given["achieved_tflops"] / 0.25)
 
 
+def test_matmul_precision_is_lowered_with_and_recorded(fake_measure):
+    # The row records the precision the step lowers with: the config's, else
+    # the process's (XLA's "default" here).
+    assert benchmark_config(CONFIG, env=environment())["matmul_precision"] == "default"
+    highest = dataclasses.replace(CONFIG, matmul_precision="highest")
+    row = benchmark_config(highest, env=environment(), peak_override=None)
+    check_row(row)
+    assert row["matmul_precision"] == "highest" and "matmul=highest" in highest.label
+    # And the step really is lowered with it: every convolution and dot of
+    # the compiled program asks for HIGHEST, which the plain one does not.
+    plain_hlo = measure.prepare(CONFIG).hlo_text()
+    highest_hlo = measure.prepare(highest).hlo_text()
+    assert "HIGHEST" not in plain_hlo
+    products = highest_hlo.count(" convolution(") + highest_hlo.count(" dot(")
+    assert products and highest_hlo.count("operand_precision={highest,highest}") == products
+    with pytest.raises(ValueError, match="matmul precision must be one of"):
+        expand_configs(["simple_cnn"], matmul_precision="tf32")
+
+
 class FakeXlaRuntimeError(RuntimeError):
     pass
 

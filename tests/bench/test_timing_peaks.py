@@ -314,6 +314,23 @@ def test_peak_values_and_override():
         peak_tflops("cpu", "float32", override=0.0)
 
 
+def test_float32_peak_holds_only_at_the_precision_it_was_written_for():
+    h100, tpu = "NVIDIA H100 80GB HBM3", "TPU v4"
+    # XLA's default and TF32 by name on an NVIDIA GPU: the TF32 column.
+    for precision in ("default", "tensorfloat32", "high"):
+        assert peak_tflops(h100, "float32", matmul_precision=precision) == 494.7
+    # Full float32 (CUDA cores, or 6 bf16 passes on a TPU): not in the table.
+    for precision in ("highest", "float32", "bfloat16"):
+        assert peak_tflops(h100, "float32", matmul_precision=precision) is None
+    assert peak_tflops(tpu, "float32", matmul_precision="default") == 275.0
+    assert peak_tflops(tpu, "float32", matmul_precision="tensorfloat32") is None  # 3 passes
+    # bfloat16 products do not change with it; a given peak always wins.
+    assert peak_tflops(h100, "bfloat16", matmul_precision="highest") == 989.4
+    assert peak_tflops(h100, "float32", override=60.0, matmul_precision="highest") == 60.0
+    with pytest.raises(ValueError, match="matmul precision must be one of"):
+        peak_tflops(h100, "float32", matmul_precision="tf32")
+
+
 def test_synthetic_variables_match_init_shapes():
     import jax
 

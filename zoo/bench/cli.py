@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from zoo.bench.peaks import MATMUL_PRECISIONS
 
 T = TypeVar("T")
 
@@ -56,6 +59,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--optimizer", default="sgd", help="train mode's optimizer: sgd or adamw")
     p.add_argument("--auto-batch", action="store_true", help="halve an out-of-memory batch until it fits")
     p.add_argument("--peak-tflops", type=float, help="peak dense TFLOP/s per device for MFU (overrides the table)")
+    p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS,
+                   help="JAX's default precision of float32 matmuls and convolutions for every "
+                        "configuration (default: the process's, XLA's choice unless "
+                        "JAX_DEFAULT_MATMUL_PRECISION is set; TF32 on NVIDIA Ampere and newer). "
+                        "'highest' measures full float32; its MFU needs --peak-tflops")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for the reports")
     p.add_argument("--overwrite", action="store_true", help="replace reports already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -75,7 +83,8 @@ def build_configs(args: argparse.Namespace) -> list[Any]:
         if given:
             raise ValueError(f"--suite {args.suite} sets the sweep itself; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in sorted(given))}")
-        return get_suite(args.suite, args.suites_file or STANDARD_SUITES_FILE).configs()
+        configs = get_suite(args.suite, args.suites_file or STANDARD_SUITES_FILE).configs()
+        return [dataclasses.replace(c, matmul_precision=args.matmul_precision) for c in configs]
     if args.models is None:
         raise ValueError("pass --models NAME[,NAME...] or --suite NAME")
     values = {key: getattr(args, key) if key in given else default
@@ -84,7 +93,7 @@ def build_configs(args: argparse.Namespace) -> list[Any]:
         values["models"], batch_sizes=values["batch_sizes"], image_sizes=values["image_sizes"],
         dtypes=values["dtype"], modes=values["mode"], parallel=values["parallel"],
         warmup=values["warmup"], steps=values["steps"], num_buffers=args.buffers,
-        optimizer=args.optimizer,
+        optimizer=args.optimizer, matmul_precision=args.matmul_precision,
     )
 
 

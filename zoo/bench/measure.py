@@ -251,12 +251,18 @@ def _prepare_train(config: BenchConfig) -> Prepared:
 
 
 def prepare(config: BenchConfig) -> Prepared:
-    """Builds and compiles `config` (lowering and compilation timed); no step runs."""
-    if config.mode == "infer":
-        return _prepare_infer(config)
-    if config.mode == "train":
-        return _prepare_train(config)
-    raise ValueError(f"mode must be 'infer' or 'train', got {config.mode!r}")
+    """Builds and compiles `config` (lowering and compilation timed); no step runs.
+
+    The step is lowered under `config.matmul_precision` when it is set; the
+    compiled step keeps it.
+    """
+    if config.mode not in ("infer", "train"):
+        raise ValueError(f"mode must be 'infer' or 'train', got {config.mode!r}")
+    prepare_mode = _prepare_infer if config.mode == "infer" else _prepare_train
+    if config.matmul_precision is None:
+        return prepare_mode(config)
+    with jax.default_matmul_precision(config.matmul_precision):
+        return prepare_mode(config)
 
 
 def measure(config: BenchConfig, *, profile_dir: Path | None = None,

@@ -8,7 +8,10 @@ device, matched against `jax.Device.device_kind`.
 default precision: TF32 tensor cores on NVIDIA Ampere and newer, single-pass
 bf16 on the TPU MXU (so a TPU's float32 peak equals its bf16 peak), plain FP32
 units on Volta. A device that is not in the table (every CPU) has no peak:
-MFU is then None, never guessed; `--peak-tflops` supplies one.
+MFU is then None, never guessed; `--peak-tflops` supplies one. So is a
+float32 run at another matmul precision (`--matmul-precision highest`: full
+float32 units, several bf16 passes on a TPU), except TF32 asked for by name
+on an NVIDIA GPU, which is what the float32 column holds.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ PEAKS: tuple[DevicePeak, ...] = (
 )
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+# JAX's coarse matmul precisions (`jax_default_matmul_precision`), for float32
+# operands: "default" leaves the choice to XLA (the float32 column above);
+# "high" and "tensorfloat32" are TF32 on NVIDIA GPUs, 3 bf16 passes on TPUs;
+# "highest" and "float32" full float32 (6 passes on TPUs).
+MATMUL_PRECISIONS: tuple[str, ...] = (
+    "default", "high", "tensorfloat32", "highest", "float32", "bfloat16")
 
 
 def lookup_peak(device_kind: str) -> DevicePeak | None:
@@ -66,19 +75,28 @@ def lookup_peak(device_kind: str) -> DevicePeak | None:
     return None
 
 
-def peak_tflops(device_kind: str, dtype: str, override: float | None = None) -> float | None:
+def peak_tflops(device_kind: str, dtype: str, override: float | None = None,
+                matmul_precision: str = "default") -> float | None:
     """Peak dense TFLOP/s of one `device_kind` device for `dtype`.
 
     Args:
       device_kind: `jax.devices()[0].device_kind`, e.g. "NVIDIA H100 80GB HBM3".
       dtype: "float32" or "bfloat16".
       override: a user-given peak (`--peak-tflops`); wins over the table.
+      matmul_precision: JAX's default matmul precision the run was lowered
+        with (one of MATMUL_PRECISIONS). It changes only float32 products:
+        the table's float32 peak holds at "default", and at "high" or
+        "tensorfloat32" on an NVIDIA GPU (TF32); at any other, the float32
+        peak is unknown.
 
     Returns:
       TFLOP/s per device, or None where unknown (then MFU is not reported).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if matmul_precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul precision must be one of {MATMUL_PRECISIONS}, got "
+                         f"{matmul_precision!r}")
     if override is not None:
         if override <= 0:
             raise ValueError(f"peak TFLOP/s must be positive, got {override}")
@@ -86,4 +104,7 @@ def peak_tflops(device_kind: str, dtype: str, override: float | None = None) -> 
     peak = lookup_peak(device_kind)
     if peak is None:
         return None
-    return peak.bfloat16 if dtype == "bfloat16" else peak.float32
+    if dtype == "bfloat16":
+        return peak.bfloat16
+    tf32_by_name = matmul_precision in ("high", "tensorfloat32") and not peak.name.startswith("TPU")
+    return peak.float32 if matmul_precision == "default" or tf32_by_name else None

@@ -56,6 +56,7 @@ ROW_SCHEMA: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("compiled_temp_bytes", (int, type(None)), "XLA memory_analysis per device: temporaries (activations)"),
     ("compiled_argument_bytes", (int, type(None)), "XLA memory_analysis per device: arguments (params, state, batch)"),
     ("optimizer", (str,), "train mode's optax recipe"),
+    ("matmul_precision", (str,), "JAX's default matmul precision the step was lowered with: float32 products' arithmetic ('default': XLA's, TF32 on NVIDIA Ampere+)"),
     ("backend", (str,), "jax.default_backend()"),
     ("device_kind", (str,), "jax.devices()[0].device_kind"),
     ("num_devices", (int,), "jax.device_count()"),
@@ -78,6 +79,13 @@ ROW_KEYS: tuple[str, ...] = tuple(key for key, _, _ in ROW_SCHEMA)
 CSV_KEYS: tuple[str, ...] = tuple(key for key in ROW_KEYS if key != "step_ms_samples")
 
 
+def matmul_precision_of(config: BenchConfig) -> str:
+    """The matmul precision `config` lowers with: its own, else the process's."""
+    import jax
+
+    return config.matmul_precision or jax.config.jax_default_matmul_precision or "default"
+
+
 def empty_row(config: BenchConfig, env: dict[str, Any]) -> dict[str, Any]:
     """A row for `config` with every measured value None (status "error")."""
     row: dict[str, Any] = dict.fromkeys(ROW_KEYS)
@@ -86,7 +94,7 @@ def empty_row(config: BenchConfig, env: dict[str, Any]) -> dict[str, Any]:
         batch_size=config.batch_size, requested_batch_size=config.batch_size,
         image_size=config.image_size, status="error", warmup_steps=config.warmup,
         timed_steps=config.steps, num_devices_used=0, optimizer=config.optimizer,
-        step_ms_samples=[],
+        matmul_precision=matmul_precision_of(config), step_ms_samples=[],
     )
     row.update({key: env[key] for key in env if key in row})
     return row

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from zoo.bench import measure
 from zoo.bench.environment import environment
-from zoo.bench.peaks import DTYPES, peak_tflops
+from zoo.bench.peaks import DTYPES, MATMUL_PRECISIONS, peak_tflops
 from zoo.bench.report import empty_row
 
 Mode = Literal["infer", "train"]
@@ -48,6 +48,11 @@ class BenchConfig:
       steps: timed steps.
       num_buffers: input batches on device, used in turn.
       optimizer: train mode's optax recipe (zoo.train.optim), "sgd" or "adamw".
+      matmul_precision: JAX's default precision for float32 matmuls and
+        convolutions while the step is lowered (`jax.default_matmul_precision`,
+        one of `zoo.bench.peaks.MATMUL_PRECISIONS`); None keeps the process's
+        (`JAX_DEFAULT_MATMUL_PRECISION`, else XLA's choice: TF32 on NVIDIA
+        Ampere and newer).
     """
 
     model: str
@@ -60,11 +65,13 @@ class BenchConfig:
     steps: int = 30
     num_buffers: int = 3
     optimizer: str = "sgd"
+    matmul_precision: str | None = None
 
     @property
     def label(self) -> str:
+        precision = f" matmul={self.matmul_precision}" if self.matmul_precision else ""
         return (f"{self.model} {self.mode} {self.dtype} b{self.batch_size} "
-                f"{self.image_size}px {self.parallel}")
+                f"{self.image_size}px {self.parallel}{precision}")
 
 
 def resolve_models(names: Sequence[str]) -> list[str]:
@@ -108,6 +115,7 @@ def expand_configs(
     num_buffers: int = 3,
     optimizer: str = "sgd",
     num_devices: int | None = None,
+    matmul_precision: str | None = None,
 ) -> list[BenchConfig]:
     """Every combination, validated up front (names, sizes, divisibility).
 
@@ -116,6 +124,7 @@ def expand_configs(
       image_sizes: None means the model's registered input size.
       num_devices: devices that "jit" and "pmap" split the batch over
         (default: `jax.device_count()`).
+      matmul_precision: for every configuration (see `BenchConfig`).
 
     Returns:
       Configurations ordered model, mode, dtype, parallel, image size, batch.
@@ -132,6 +141,8 @@ def expand_configs(
     for p in parallel:
         _check_choice("parallel", p, PARALLEL)
     _check_choice("optimizer", optimizer, OPTIMIZERS)
+    if matmul_precision is not None:
+        _check_choice("matmul precision", matmul_precision, MATMUL_PRECISIONS)
     if warmup < 0 or steps < 1 or num_buffers < 1:
         raise ValueError(f"need warmup >= 0, steps >= 1, buffers >= 1; got "
                          f"{warmup}, {steps}, {num_buffers}")
@@ -156,7 +167,7 @@ def expand_configs(
                                  f"for parallel={par!r}; use a multiple of {devices}")
             size = get_entry(name).input_size if size is None else size
             configs.append(BenchConfig(name, mode, batch, size, dtype, par,  # type: ignore[arg-type]
-                                       warmup, steps, num_buffers, optimizer))
+                                       warmup, steps, num_buffers, optimizer, matmul_precision))
     return configs
 
 
@@ -185,7 +196,8 @@ def benchmark_config(
     benchmarks/compare_torch.py passes one that times PyTorch's steps
     interleaved with Zoo's)."""
     row = empty_row(config, env)
-    row["peak_tflops_per_device"] = peak_tflops(env["device_kind"], config.dtype, peak_override)
+    row["peak_tflops_per_device"] = peak_tflops(env["device_kind"], config.dtype, peak_override,
+                                                row["matmul_precision"])
     try:
         result = (measure_fn or measure.measure)(config)
     except Exception as error:  # noqa: BLE001 - any failure becomes a row, the run goes on
