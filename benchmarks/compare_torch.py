@@ -20,7 +20,10 @@ or `ieee` for full float32 on both ("highest" in JAX). Left to their
 defaults they differ: JAX runs float32 matmuls and convolutions on TF32,
 PyTorch its convolutions on TF32 but its matmuls (every layer of a ViT) in
 full float32. CPUs have no TF32: both compute float32 in full, and the
-option changes nothing there.
+option changes nothing there. On a GPU PyTorch also autotunes its cuDNN
+convolutions for the fixed input shape (`torch.backends.cudnn.benchmark`,
+as timm's benchmark does), since XLA autotunes Zoo's; the first step, timed
+apart, pays for it.
 
 The timed steps of Zoo and of every PyTorch variant of a configuration are
 interleaved, one step of each in turn (`zoo.bench.timing.time_interleaved`):
@@ -79,10 +82,10 @@ TORCHVISION_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 
-def set_torch_float32_precision(torch: Any, precision: str) -> None:
-    """PyTorch's float32 matmuls (cuBLAS) and cuDNN convolutions on `precision`:
-    "tf32" or "ieee". PyTorch 2.9 and newer name it `fp32_precision`; older
-    ones take the `allow_tf32` switches."""
+def set_torch_gpu_options(torch: Any, precision: str) -> None:
+    """PyTorch's float32 matmuls (cuBLAS) and cuDNN convolutions on `precision`,
+    "tf32" or "ieee" (PyTorch 2.9 and newer name it `fp32_precision`; older
+    ones take the `allow_tf32` switches), and cuDNN autotuned per shape."""
     if precision not in FLOAT32_PRECISIONS:
         raise ValueError(f"float32 precision must be one of {tuple(FLOAT32_PRECISIONS)}, "
                          f"got {precision!r}")
@@ -92,6 +95,7 @@ def set_torch_float32_precision(torch: Any, precision: str) -> None:
         cudnn.conv.fp32_precision = precision
     else:
         matmul.allow_tf32 = cudnn.allow_tf32 = precision == "tf32"
+    cudnn.benchmark = True
 
 
 def _sync(torch: Any, device: Any) -> None:
@@ -155,6 +159,7 @@ def prepare_torch(args: argparse.Namespace, name: str, mode: str, variant: str,
         "torchvision_version": torchvision.__version__, "device": str(device),
         "num_threads": torch.get_num_threads(), "params": None,
         "float32_precision": args.float32_precision if device.type == "cuda" else "ieee",
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if device.type == "cuda" else None,
     }
     try:
         model = torchvision.models.get_model(
@@ -357,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     # Both sides multiply float32 alike on a GPU; a CPU has one way only.
     env = environment()
     if torch.cuda.is_available():
-        set_torch_float32_precision(torch, args.float32_precision)
+        set_torch_gpu_options(torch, args.float32_precision)
     matmul_precision = FLOAT32_PRECISIONS[args.float32_precision] if env["backend"] == "gpu" else None
     configs = expand_configs(names, batch_sizes=[args.batch_size], image_sizes=[args.image_size],
                              dtypes=[args.dtype], modes=modes, warmup=args.warmup,

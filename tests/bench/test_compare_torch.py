@@ -90,34 +90,37 @@ def test_one_run_writes_every_report_with_interleaved_steps(compare_torch, tmp_p
     assert "Same parameter count in Zoo and torchvision: resnet18." in report
     # A CPU has no TF32: both sides multiply float32 in full, whatever the option says.
     assert {r["float32_precision"] for r in torch_rows} == {"ieee"}
+    assert {r["cudnn_benchmark"] for r in torch_rows} == {None}
     assert zoo["matmul_precision"] == "default"
     assert "float32 products in full float32 on both sides" in report
     assert re.search(r"\| resnet18 \| infer \| 2 \| 32 \| float32 \|.*\| \d+\.\d\dx \| \d+\.\d\dx "
                      r"\| \d+\.\d\dx \|", report)  # 3 rounds: a round ratio, no interval
 
 
-def test_torch_float32_precision_is_set_for_cublas_and_cudnn(compare_torch):
+def test_torch_gpu_options_set_float32_precision_and_cudnn_autotuning(compare_torch):
     import types
 
     import torch
 
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    before = matmul.fp32_precision, conv.fp32_precision
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.benchmark
     try:
-        compare_torch.set_torch_float32_precision(torch, "tf32")
-        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
-        compare_torch.set_torch_float32_precision(torch, "ieee")
-        assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
+        compare_torch.set_torch_gpu_options(torch, "tf32")
+        assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == ("tf32", "tf32")
+        assert cudnn.benchmark
+        compare_torch.set_torch_gpu_options(torch, "ieee")
+        assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == ("ieee", "ieee")
     finally:
-        matmul.fp32_precision, conv.fp32_precision = before
+        matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.benchmark = before
     # A PyTorch from before `fp32_precision` gets the allow_tf32 switches.
     old = types.SimpleNamespace(backends=types.SimpleNamespace(
         cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=False)),
-        cudnn=types.SimpleNamespace(allow_tf32=False)))
-    compare_torch.set_torch_float32_precision(old, "tf32")
+        cudnn=types.SimpleNamespace(allow_tf32=False, benchmark=False)))
+    compare_torch.set_torch_gpu_options(old, "tf32")
     assert old.backends.cuda.matmul.allow_tf32 and old.backends.cudnn.allow_tf32
+    assert old.backends.cudnn.benchmark
     with pytest.raises(ValueError, match="float32 precision must be one of"):
-        compare_torch.set_torch_float32_precision(torch, "highest")
+        compare_torch.set_torch_gpu_options(torch, "highest")
 
 
 def test_the_report_names_models_whose_parameter_counts_differ(compare_torch):
