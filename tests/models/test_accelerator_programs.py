@@ -98,7 +98,7 @@ def test_gpu_bfloat16_train_step_multiplies_only_bfloat16(name):
     products = convolutions + operand_types(mlir, "dot_general")
     assert products and set(products) == {("bf16", "bf16")}, \
         f"products on other operands: {sorted(set(products) - {('bf16', 'bf16')})}"
-    assert "reduce_precision" not in mlir
+    assert "reduce_precision" not in mlir and "custom_call" not in mlir
 
 
 @pytest.mark.parametrize("name", [pytest.param("resnet50", marks=pytest.mark.xdist_group(
