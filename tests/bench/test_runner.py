@@ -14,7 +14,7 @@ import pytest
 
 from zoo.bench import measure
 from zoo.bench.cli import register  # noqa: F401 - the sub-command module imports
-from zoo.bench.report import CSV_KEYS, ROW_KEYS, check_row, read_jsonl
+from zoo.bench.report import CSV_KEYS, ROW_KEYS, check_row, markdown_table, read_jsonl
 from zoo.bench.runner import BenchConfig, benchmark_config, expand_configs, run_benchmarks
 from zoo.bench.environment import environment
 from zoo.bench.suites import get_suite
@@ -79,11 +79,15 @@ def test_mfu_none_without_peak_and_computed_with_peak_tflops(fake_measure):
 def test_matmul_precision_is_lowered_with_and_recorded(fake_measure):
     # The row records the precision the step lowers with: the config's, else
     # the process's (XLA's "default" here).
-    assert benchmark_config(CONFIG, env=environment())["matmul_precision"] == "default"
+    plain = benchmark_config(CONFIG, env=environment())
+    assert plain["matmul_precision"] == "default"
     highest = dataclasses.replace(CONFIG, matmul_precision="highest")
     row = benchmark_config(highest, env=environment(), peak_override=None)
     check_row(row)
     assert row["matmul_precision"] == "highest" and "matmul=highest" in highest.label
+    # The report's header says it: one for all, or per row.
+    assert "matmul precision: highest," in markdown_table([row])
+    assert "matmul precision: per row (matmul_precision" in markdown_table([plain, row])
     # And the step really is lowered with it: every convolution and dot of
     # the compiled program asks for HIGHEST, which the plain one does not.
     plain_hlo = measure.prepare(CONFIG).hlo_text()

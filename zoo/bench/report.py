@@ -178,15 +178,17 @@ def host_cpu_text(row: dict[str, Any]) -> str:
     return f"{row['host_cpu']}{vector}, {row.get('host_cpu_cores')} cores"
 
 
-def compiler_options_summary(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows' compile options in words: one setting for all, or "per row"."""
-    seen = {row.get("compiler_options") for row in rows} - {None}
+def setting_summary(rows: Sequence[dict[str, Any]], key: str, empty: str) -> str:
+    """The rows' `key` in words: the one value they share (`empty` for ""),
+    "per row" when they differ, "not recorded" when none has it (rows
+    written before it was)."""
+    seen = {row.get(key) for row in rows} - {None}
     if not seen:
         return "not recorded"
     if len(seen) > 1:
-        return "per row (compiler_options in the JSON lines)"
-    (options,) = seen
-    return options or "XLA's defaults"
+        return f"per row ({key} in the JSON lines)"
+    (value,) = seen
+    return value or empty
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -194,10 +196,12 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = []
     if rows:
         first = rows[0]
+        options = setting_summary(rows, "compiler_options", "XLA's defaults")
+        precision = setting_summary(rows, "matmul_precision", "-")
         lines.append(f"Device: {first['device_kind']} x{first['num_devices']} "
                      f"({first['backend']}), jax {first['jax_version']}, "
                      f"flax {first['flax_version']}, XLA_FLAGS={first['xla_flags']!r}, "
-                     f"compile options: {compiler_options_summary(rows)}, "
+                     f"compile options: {options}, matmul precision: {precision}, "
                      f"host malloc {first.get('host_malloc') or 'system'}; "
                      f"host CPU {host_cpu_text(first)}\n")
     lines.append("| " + " | ".join(MARKDOWN_HEADER) + " |")
