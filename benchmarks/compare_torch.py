@@ -15,7 +15,7 @@ cross-entropy, backward and an SGD Nesterov-momentum update on both sides.
 
 On a GPU both sides multiply float32 the same way (`--float32-precision`):
 by default on TF32 tensor cores (JAX's matmul precision "tensorfloat32";
-PyTorch's `fp32_precision = "tf32"` for matmuls and cuDNN convolutions),
+PyTorch's float32 matmul precision "high" and `cudnn.allow_tf32`),
 or `ieee` for full float32 on both ("highest" in JAX). Left to their
 defaults they differ: JAX runs float32 matmuls and convolutions on TF32,
 PyTorch its convolutions on TF32 but its matmuls (every layer of a ViT) in
@@ -68,7 +68,7 @@ from zoo.bench.runner import BenchConfig, benchmark_config, record_error
 from zoo.bench.timing import StepTimes, paired_speed_ratio, time_interleaved, timed
 
 VARIANTS = ("eager", "channels_last", "compile")
-# --float32-precision: PyTorch's fp32_precision name -> JAX's matmul precision.
+# --float32-precision (PyTorch's name for the arithmetic) -> JAX's matmul precision.
 FLOAT32_PRECISIONS = {"tf32": "tensorfloat32", "ieee": "highest"}
 # torchvision arguments that build the architecture Zoo's registry builds:
 # Zoo's GoogLeNet and Inception v3 leave out the auxiliary heads by default
@@ -84,18 +84,20 @@ TORCHVISION_KWARGS: dict[str, dict[str, Any]] = {
 
 def set_torch_gpu_options(torch: Any, precision: str) -> None:
     """PyTorch's float32 matmuls (cuBLAS) and cuDNN convolutions on `precision`,
-    "tf32" or "ieee" (PyTorch 2.9 and newer name it `fp32_precision`; older
-    ones take the `allow_tf32` switches), and cuDNN autotuned per shape."""
+    "tf32" or "ieee", and cuDNN autotuned per shape.
+
+    Through the long-standing switches (`torch.set_float32_matmul_precision`,
+    `torch.backends.cudnn.allow_tf32`), which also set the per-backend
+    `fp32_precision` of PyTorch 2.9 and newer. Writing `fp32_precision`
+    itself would make every later read of those switches raise a "mix of the
+    legacy and new APIs" error (torch 2.14.1), and torch.compile reads them.
+    """
     if precision not in FLOAT32_PRECISIONS:
         raise ValueError(f"float32 precision must be one of {tuple(FLOAT32_PRECISIONS)}, "
                          f"got {precision!r}")
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    if hasattr(matmul, "fp32_precision") and hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
-        matmul.fp32_precision = precision
-        cudnn.conv.fp32_precision = precision
-    else:
-        matmul.allow_tf32 = cudnn.allow_tf32 = precision == "tf32"
-    cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.benchmark = True
 
 
 def _sync(torch: Any, device: Any) -> None:

@@ -98,29 +98,27 @@ def test_one_run_writes_every_report_with_interleaved_steps(compare_torch, tmp_p
 
 
 def test_torch_gpu_options_set_float32_precision_and_cudnn_autotuning(compare_torch):
-    import types
-
     import torch
 
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    before = matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.benchmark
+    cudnn = torch.backends.cudnn
+    before = torch.get_float32_matmul_precision(), cudnn.allow_tf32, cudnn.benchmark
+
+    def every_switch():
+        # Every reader, old and new: none may raise (torch.compile reads the old ones).
+        return (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32,
+                cudnn.allow_tf32, torch.backends.cuda.matmul.fp32_precision, cudnn.benchmark)
+
     try:
         compare_torch.set_torch_gpu_options(torch, "tf32")
-        assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == ("tf32", "tf32")
-        assert cudnn.benchmark
+        assert every_switch() == ("high", True, True, "tf32", True)
+        assert cudnn.conv.fp32_precision == "tf32"
         compare_torch.set_torch_gpu_options(torch, "ieee")
-        assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == ("ieee", "ieee")
+        assert every_switch() == ("highest", False, False, "ieee", True)
+        with pytest.raises(ValueError, match="float32 precision must be one of"):
+            compare_torch.set_torch_gpu_options(torch, "highest")
     finally:
-        matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.benchmark = before
-    # A PyTorch from before `fp32_precision` gets the allow_tf32 switches.
-    old = types.SimpleNamespace(backends=types.SimpleNamespace(
-        cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=False)),
-        cudnn=types.SimpleNamespace(allow_tf32=False, benchmark=False)))
-    compare_torch.set_torch_gpu_options(old, "tf32")
-    assert old.backends.cuda.matmul.allow_tf32 and old.backends.cudnn.allow_tf32
-    assert old.backends.cudnn.benchmark
-    with pytest.raises(ValueError, match="float32 precision must be one of"):
-        compare_torch.set_torch_gpu_options(torch, "highest")
+        torch.set_float32_matmul_precision(before[0])
+        cudnn.allow_tf32, cudnn.benchmark = before[1:]
 
 
 def test_the_report_names_models_whose_parameter_counts_differ(compare_torch):
