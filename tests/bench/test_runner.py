@@ -85,6 +85,12 @@ def test_matmul_precision_is_lowered_with_and_recorded(fake_measure):
     row = benchmark_config(highest, env=environment(), peak_override=None)
     check_row(row)
     assert row["matmul_precision"] == "highest" and "matmul=highest" in highest.label
+    # A process-wide precision is recorded too, and one the peak table does
+    # not know (a dot algorithm) leaves MFU out instead of stopping the run.
+    with jax.default_matmul_precision("BF16_BF16_F32_X3"):
+        process = benchmark_config(CONFIG, env={**environment(), "device_kind": "NVIDIA H100"})
+    assert process["matmul_precision"] == "BF16_BF16_F32_X3" and process["status"] == "ok"
+    assert process["peak_tflops_per_device"] is None and process["mfu"] is None
     # The report's header says it: one for all, or per row.
     assert "matmul precision: highest," in markdown_table([row])
     assert "matmul precision: per row (matmul_precision" in markdown_table([plain, row])

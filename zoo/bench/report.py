@@ -83,7 +83,7 @@ def matmul_precision_of(config: BenchConfig) -> str:
     """The matmul precision `config` lowers with: its own, else the process's."""
     import jax
 
-    return config.matmul_precision or jax.config.jax_default_matmul_precision or "default"
+    return str(config.matmul_precision or jax.config.jax_default_matmul_precision or "default")
 
 
 def empty_row(config: BenchConfig, env: dict[str, Any]) -> dict[str, Any]:
