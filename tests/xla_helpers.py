@@ -55,3 +55,22 @@ def dot_operand_types(hlo_text: str) -> list[tuple[str, ...]]:
     types = dict(re.findall(r"^\s*(?:ROOT )?(%[\w.\-]+) = (\w+)\[", hlo_text, flags=re.MULTILINE))
     return [tuple(types.get(name, "?") for name in re.findall(r"%[\w.\-]+", operands))
             for operands in re.findall(r" dot\(([^)]*)\)", hlo_text)]
+
+
+# A `stablehlo.convolution` / `stablehlo.dot_general` line of lowered (not
+# compiled) StableHLO text ends with its signature
+# "(tensor<2x7x7x64xbf16>, tensor<3x3x64x64xbf16>) -> ...".
+_STABLEHLO_OPERAND_TYPES = re.compile(r":\s*\(tensor<[\dx]*(\w+)>, tensor<[\dx]*(\w+)>\)")
+
+
+def stablehlo_operand_types(mlir: str, op: str) -> list[tuple[str, str]]:
+    """The element types of the two operands of every `stablehlo.<op>` in
+    lowered StableHLO text (`lowered.as_text()`, `exported.mlir_module()`),
+    e.g. [("bf16", "bf16")]."""
+    types, op_name = [], re.compile(rf"stablehlo\.{op}\b")
+    for line in mlir.splitlines():
+        if op_name.search(line):
+            match = _STABLEHLO_OPERAND_TYPES.search(line)
+            assert match, f"unparsed {op}: {line.strip()[:200]}"
+            types.append(match.groups())
+    return types

@@ -1,5 +1,4 @@
 import functools
-import re
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +6,8 @@ import numpy as np
 import pytest
 
 from zoo.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
+
+from tests.xla_helpers import stablehlo_operand_types
 
 BATCH, TOKENS, WIDTH, HEADS = 2, 7, 16, 4
 
@@ -138,8 +139,7 @@ def test_bfloat16_gradient_multiplies_bfloat16_and_matches_float32():
     # the (promoted) query and key.
     # (Two forward products, four backward.)
     lowered = jax.jit(jax.value_and_grad(_attention_loss, (0, 1, 2))).lower(q, k, v).as_text()
-    products = re.findall(r"stablehlo\.dot_general.*:\s*\(tensor<[\dx]*(\w+)>, tensor<[\dx]*(\w+)>\)",
-                          lowered)
+    products = stablehlo_operand_types(lowered, "dot_general")
     assert len(products) == 6 and set(products) == {("bf16", "bf16")}, products
     # Same gradients as float32 arithmetic on the same (bfloat16) values, to
     # bfloat16's precision.

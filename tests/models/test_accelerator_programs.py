@@ -16,8 +16,6 @@ bfloat16 engine training step of one variant of each block design
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -29,31 +27,17 @@ from zoo.train.steps import train_step
 
 from tests.models.helpers import init_shapes_of
 from tests.models.test_every_model import ALL_MODELS, TRAIN_COMPILED, _params
-
-# `stablehlo.convolution` / `stablehlo.dot_general` lines end with their
-# signature "(tensor<2x7x7x64xbf16>, tensor<3x3x64x64xbf16>) -> ...".
-_OPERAND_TYPES = re.compile(r":\s*\(tensor<[\dx]*(\w+)>, tensor<[\dx]*(\w+)>\)")
-
-
-def operand_types(mlir: str, op: str) -> list[tuple[str, str]]:
-    """The element types of the two operands of every `stablehlo.<op>` in `mlir`."""
-    types, op_name = [], re.compile(rf"stablehlo\.{op}\b")
-    for line in mlir.splitlines():
-        if op_name.search(line):
-            match = _OPERAND_TYPES.search(line)
-            assert match, f"unparsed {op}: {line.strip()[:200]}"
-            types.append(match.groups())
-    return types
-
+from tests.xla_helpers import stablehlo_operand_types
 
 def _model(name: str, dtype=jnp.float32):
-    """`name` with 3 classes at its minimum input size; ViTs get position
-    embeddings built for that size, so no interpolation (a float32 resize of
-    the embeddings, run once per step) enters the program."""
+    """(model, input shape, overrides): `name` with 3 classes at its minimum
+    input size; ViTs get position embeddings built for that size, so no
+    interpolation (a float32 resize of the embeddings, run once per step)
+    enters the program."""
     size = zoo.create_model(name).min_input_size
-    overrides = {"image_size": size} if name.startswith("vit") else {}
-    model = zoo.create_model(name, num_classes=3, dtype=dtype, **overrides)
-    return model, (2, size, size, model.in_channels)
+    overrides = (("num_classes", 3),) + ((("image_size", size),) if name.startswith("vit") else ())
+    model = zoo.create_model(name, dtype=dtype, **dict(overrides))
+    return model, (2, size, size, model.in_channels), overrides
 
 
 def _conv_kernels(params) -> int:
@@ -63,7 +47,7 @@ def _conv_kernels(params) -> int:
 def _train_step_mlir(name: str, platform: str) -> tuple[str, int]:
     """The bfloat16 engine training step (SGD with Nesterov momentum) of
     `name` lowered for `platform`, and its number of conv kernels."""
-    model, shape = _model(name, jnp.bfloat16)
+    model, shape, _ = _model(name, jnp.bfloat16)
     state = abstract_state(model, optax.sgd(0.1, 0.9, nesterov=True), shape)
     batch = {"image": jax.ShapeDtypeStruct(shape, jnp.float32),
              "label": jax.ShapeDtypeStruct(shape[:1], jnp.int32)}
@@ -76,13 +60,12 @@ REPRESENTATIVES = _params(sorted(TRAIN_COMPILED, key=ALL_MODELS.index))
 
 @pytest.mark.parametrize("name", REPRESENTATIVES)
 def test_gpu_eval_forward_is_one_xla_convolution_per_conv(name):
-    model, shape = _model(name)
-    variables = init_shapes_of(name, shape, (("num_classes", 3),)
-                               + ((("image_size", shape[1]),) if name.startswith("vit") else ()))
+    model, shape, overrides = _model(name)
+    variables = init_shapes_of(name, shape, overrides)
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
     mlir = jax.export.export(forward, platforms=["cuda"])(
         variables, jax.ShapeDtypeStruct(shape, jnp.float32)).mlir_module()
-    convolutions = operand_types(mlir, "convolution")
+    convolutions = stablehlo_operand_types(mlir, "convolution")
     assert len(convolutions) == _conv_kernels(variables["params"])
     assert set(convolutions) == {("f32", "f32")}
     assert "reduce_precision" not in mlir
@@ -91,11 +74,11 @@ def test_gpu_eval_forward_is_one_xla_convolution_per_conv(name):
 @pytest.mark.parametrize("name", REPRESENTATIVES)
 def test_gpu_bfloat16_train_step_multiplies_only_bfloat16(name):
     mlir, kernels = _train_step_mlir(name, "cuda")
-    convolutions = operand_types(mlir, "convolution")
+    convolutions = stablehlo_operand_types(mlir, "convolution")
     # Forward, input gradient and kernel gradient of each conv; the image
     # gets no gradient.
     assert len(convolutions) == 3 * kernels - 1
-    products = convolutions + operand_types(mlir, "dot_general")
+    products = convolutions + stablehlo_operand_types(mlir, "dot_general")
     assert products and set(products) == {("bf16", "bf16")}, \
         f"products on other operands: {sorted(set(products) - {('bf16', 'bf16')})}"
     assert "reduce_precision" not in mlir and "custom_call" not in mlir
@@ -108,5 +91,5 @@ def test_the_cpu_program_is_zoos_own(name):
     # products, shifted multiply-adds, fences): what the checks above would
     # see if a CPU form leaked onto GPUs.
     mlir, kernels = _train_step_mlir(name, "cpu")
-    assert len(operand_types(mlir, "convolution")) < 3 * kernels - 1
+    assert len(stablehlo_operand_types(mlir, "convolution")) < 3 * kernels - 1
     assert "reduce_precision" in mlir
