@@ -22,11 +22,17 @@ import jax.numpy as jnp
 Activation = Callable[[jax.Array], jax.Array]
 
 
+def is_low_precision(dtype: jnp.dtype) -> bool:
+    """Whether `dtype` is a floating-point type narrower than float32
+    (bfloat16, float16): the computations Zoo widens or treats apart."""
+    return bool(jnp.issubdtype(dtype, jnp.floating)) and jnp.finfo(dtype).bits < 32
+
+
 def in_float32(fn: Activation) -> Activation:
     """fn, computed in float32 for input narrower than float32 and rounded
     back to the input's dtype once; wider input is passed to fn unchanged."""
     def wrapped(x: jax.Array) -> jax.Array:
-        if not jnp.issubdtype(x.dtype, jnp.floating) or jnp.finfo(x.dtype).bits >= 32:
+        if not is_low_precision(x.dtype):
             return fn(x)
         return fn(x.astype(jnp.float32)).astype(x.dtype)
 

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.activations import is_low_precision
 from zoo.layers.dense import flat_dot_general
 from zoo.layers.mlp import dense_kernel_init
 
@@ -85,7 +86,7 @@ def scaled_dot_product_attention(
       rounded to that dtype before its products (`_low_precision_logits`).
     """
     scale = query.shape[-1] ** -0.5
-    low_precision = query.dtype == key.dtype and jnp.finfo(query.dtype).bits < 32
+    low_precision = query.dtype == key.dtype and is_low_precision(query.dtype)
     logits = (_low_precision_logits if low_precision else _logits)(query, key)
     probs = jax.nn.softmax(logits.astype(jnp.float32) * scale, axis=-1)
     if dropout is not None:

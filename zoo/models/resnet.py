@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.activations import is_low_precision
 from zoo.layers.conv_bn_act import ConvBNAct
 from zoo.layers.fusion_fence import gradient_barrier, recompute_fence
 from zoo.layers.make_divisible import make_divisible
@@ -211,7 +212,7 @@ class ResNet(nn.Module):
         if self.stem == "imagenet":
             x = conv(64, 7, 2, name="stem")(x, train=train)
             x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-            if train and jnp.finfo(x.dtype).bits < 32:
+            if train and is_low_precision(x.dtype):
                 # In bfloat16 the pool's gradient (two products' sum, each rounded)
                 # was recomputed at each of its 9 taps on CPU: written once, the
                 # pool's backward takes 41 -> 22 ms of a resnet50 step (in float32
