@@ -4,7 +4,9 @@ XLA reads XLA_FLAGS once, when jax first initialises a backend, so this must
 run before anything imports jax.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # 8 CPU devices; and XLA's cheapest CPU compilation, since on the tiny inputs
@@ -22,10 +24,23 @@ os.environ["XLA_FLAGS"] = " ".join([_existing, *(f for f in _FLAGS if f not in _
 # Tests must never reach the network (TFDS, hubs): fail fast instead of hanging.
 os.environ.setdefault("TFDS_DISABLE_DOWNLOAD", "1")
 os.environ.setdefault("NO_GCE_CHECK", "true")
-# fit() turns on JAX's persistent compilation cache; keep the tests' entries out
-# of the user's ~/.cache (a fresh directory per test process, shared with the
-# subprocesses it starts).
-os.environ.setdefault("ZOO_COMPILATION_CACHE", tempfile.mkdtemp(prefix="zoo-test-jax-cache-"))
+
+
+def _private_compilation_cache() -> None:
+    """fit() turns on JAX's persistent compilation cache: keep the tests' entries
+    out of the user's ~/.cache, in a fresh directory that the xdist workers and
+    subprocesses inherit through the environment. The process that made it
+    removes it when it exits (after those children): a run leaves about 150 MB
+    there, and a machine that runs the suite often would otherwise fill its disk
+    (one did, and CI's install then failed for want of space)."""
+    if "ZOO_COMPILATION_CACHE" in os.environ:
+        return  # the user's choice, or a parent test process's directory: not ours
+    directory = tempfile.mkdtemp(prefix="zoo-test-jax-cache-")
+    os.environ["ZOO_COMPILATION_CACHE"] = directory
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+
+
+_private_compilation_cache()
 
 
 def pytest_collection_modifyitems(config, items):
