@@ -29,6 +29,7 @@ from tests.models.helpers import init_shapes_of
 from tests.models.test_every_model import ALL_MODELS, TRAIN_COMPILED, _params
 from tests.xla_helpers import stablehlo_operand_types
 
+
 def _model(name: str, dtype=jnp.float32):
     """(model, input shape, overrides): `name` with 3 classes at its minimum
     input size; ViTs get position embeddings built for that size, so no
